@@ -1,0 +1,248 @@
+"""Read a layer's source file into a GeoDataFrame, with its CRS and encoding settled.
+
+pyogrio (GDAL) reads Shapefile, GeoPackage, GeoJSON and the other vector formats; explicit
+fallbacks cover what GDAL gets wrong: DBF text is read as ISO-8859-1 and decoded here (see
+:mod:`loaders.encoding`), a missing ``.shx`` is rebuilt in a scratch copy (the source is never
+modified), and delimited text files go through :mod:`loaders.tables`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+from pyogrio.errors import DataLayerError, DataSourceError
+
+from loaders import tables
+from loaders.encoding import dbf_ldid, guess_codec, normalise_codec, read_cpg, LDID_CODECS
+from loaders.report import LoadReport
+from sdi.crs import guess_from_bounds, parse_crs
+from sdi.errors import CrsError, SourceFormatError, SourceNotFoundError
+from sdi.layerdef import LayerDefinition
+
+TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".tab"}
+
+
+@dataclass
+class RawLayer:
+    """A source read into memory: features, the CRS they are in, and where that CRS came from."""
+
+    frame: gpd.GeoDataFrame
+    source_epsg: int
+    crs_origin: str  #: "file", "declared" or "inferred"
+
+
+def sha256_file(path: Path) -> str:
+    """Return the SHA-256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sidecar(path: Path, suffix: str) -> Path | None:
+    for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _check_file(path: Path, label: str) -> None:
+    if not path.exists():
+        raise SourceNotFoundError(f"{label}: source file {path} does not exist")
+    if not path.is_file():
+        raise SourceNotFoundError(f"{label}: source {path} is not a file")
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise SourceNotFoundError(f"{label}: cannot read source file {path}: {exc.strerror}") from exc
+    if path.stat().st_size == 0:
+        raise SourceFormatError(f"{path}: file is empty (0 bytes)")
+
+
+def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str) -> gpd.GeoDataFrame:
+    try:
+        layers = pyogrio.list_layers(path)
+    except (DataSourceError, OSError) as exc:
+        raise SourceFormatError(f"{path}: not a readable vector file ({_first_line(exc)})") from exc
+    names = [str(n) for n in layers[:, 0]] if len(layers) else []
+    if layer is None and len(names) > 1:
+        raise SourceFormatError(
+            f"{label}: {path.name} has {len(names)} layers ({', '.join(names[:8])}); set source.layer"
+        )
+    if layer is not None and layer not in names:
+        raise SourceFormatError(f"{label}: source.layer {layer!r} not in {path.name} (has: {', '.join(names)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return pyogrio.read_dataframe(path, layer=layer, encoding=encoding, use_arrow=True)
+    except (DataSourceError, DataLayerError, OSError, ValueError) as exc:
+        raise SourceFormatError(f"{path}: cannot read: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _decode_latin1_columns(frame: pd.DataFrame, codec: str) -> int:
+    """Re-decode text columns read as ISO-8859-1 with ``codec``; return how many values changed."""
+    changed = 0
+    for column in frame.columns:
+        if isinstance(frame, gpd.GeoDataFrame) and column == frame.geometry.name:
+            continue
+        series = frame[column]
+        if series.dtype != object and not pd.api.types.is_string_dtype(series.dtype):
+            continue
+        mask = series.map(lambda v: isinstance(v, str) and any(ord(c) > 0x7F for c in v))
+        if not mask.any():
+            continue
+        decoded = series[mask].map(lambda v: v.encode("latin-1").decode(codec, errors="replace"))
+        frame[column] = series.astype(object).where(~mask, decoded)
+        changed += int(mask.sum())
+    return changed
+
+
+def _raw_samples(frame: pd.DataFrame) -> list[bytes]:
+    samples: list[bytes] = []
+    for column in frame.columns:
+        if isinstance(frame, gpd.GeoDataFrame) and column == frame.geometry.name:
+            continue
+        for value in frame[column].head(5000):
+            if isinstance(value, str) and any(ord(c) > 0x7F for c in value):
+                samples.append(value.encode("latin-1", errors="replace"))
+    return samples
+
+
+def _read_shapefile(path: Path, definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataFrame:
+    label = definition.label
+    dbf = _sidecar(path, ".dbf")
+    with tempfile.TemporaryDirectory(prefix="sdi-shp-") as scratch:
+        read_path = path
+        if _sidecar(path, ".shx") is None:
+            # Rebuild the index in a scratch copy: the source folder is never written to.
+            read_path = Path(scratch) / path.name
+            for sibling in path.parent.glob(path.stem + ".*"):
+                shutil.copy(sibling, Path(scratch) / sibling.name)
+            with _restore_shx():
+                try:
+                    pyogrio.read_info(read_path)
+                except DataSourceError as exc:
+                    raise SourceFormatError(f"{path}: .shx missing and cannot be rebuilt: {_first_line(exc)}") from exc
+            report.note(f"{path.stem}.shx was missing: index rebuilt from the .shp (SHAPE_RESTORE_SHX)")
+        if dbf is None:
+            report.warn(f"{path.stem}.dbf is missing: geometry-only layer, no attributes")
+            frame = _read_ogr(read_path, layer=None, encoding=None, label=label)
+            return frame
+        codec, how = _dbf_codec(path, dbf, definition)
+        frame = _read_ogr(read_path, layer=None, encoding="ISO-8859-1", label=label)
+    if codec is None:
+        codec = guess_codec(_raw_samples(frame))
+        how = "detected from content" if codec else "all text is ASCII"
+        codec = codec or "ascii"
+    changed = _decode_latin1_columns(frame, codec) if codec not in ("latin-1", "iso8859-1") else 0
+    report.encoding = codec
+    report.note(f"DBF text decoded as {codec} ({how}); {changed} non-ASCII values")
+    return frame
+
+
+class _restore_shx:
+    """Context manager setting GDAL's SHAPE_RESTORE_SHX=YES for the duration."""
+
+    def __enter__(self) -> None:
+        pyogrio.set_gdal_config_options({"SHAPE_RESTORE_SHX": "YES"})
+
+    def __exit__(self, *exc: object) -> None:
+        pyogrio.set_gdal_config_options({"SHAPE_RESTORE_SHX": None})
+
+
+def _dbf_codec(shp: Path, dbf: Path, definition: LayerDefinition) -> tuple[str | None, str]:
+    if definition.source.encoding:
+        return normalise_codec(definition.source.encoding), "declared in source.encoding"
+    cpg = read_cpg(shp)
+    if cpg:
+        return cpg, "from the .cpg file"
+    ldid = dbf_ldid(dbf)
+    if ldid and ldid in LDID_CODECS:
+        return LDID_CODECS[ldid], f"from the DBF language driver 0x{ldid:02X}"
+    return None, ""
+
+
+def read_source(definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataFrame:
+    """Read the definition's source into a GeoDataFrame (CRS as found in the file, possibly none).
+
+    Raises
+    ------
+    SourceNotFoundError
+        The file does not exist or cannot be read.
+    SourceFormatError
+        Unknown format, corrupt or empty file, or an ambiguous layer choice.
+    """
+    path = definition.source_path
+    _check_file(path, definition.label)
+    report.source_sha256 = sha256_file(path)
+    suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        report.driver = "delimited text"
+        return tables.read_table(path, definition, report)
+    if suffix == ".shp":
+        report.driver = "ESRI Shapefile"
+        frame = _read_shapefile(path, definition, report)
+    else:
+        frame = _read_ogr(path, layer=definition.source.layer, encoding=definition.source.encoding,
+                          label=definition.label)
+        try:
+            report.driver = str(pyogrio.read_info(path, layer=definition.source.layer)["driver"])
+        except (DataSourceError, DataLayerError):
+            report.driver = "unknown"
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame.columns:
+        raise SourceFormatError(f"{path}: has no geometry column; for a table, set source.coordinates")
+    return frame
+
+
+def resolve_crs(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: LoadReport) -> RawLayer:
+    """Settle the source CRS: declared ``source.crs`` wins, then the file's, then a safe inference.
+
+    Inference happens only when the coordinates fit exactly one of HK1980 Grid, WGS84
+    longitude/latitude, UTM 49N or UTM 50N around Hong Kong, and is reported as inferred.
+
+    Raises
+    ------
+    CrsError
+        When the file has no CRS, none is declared, and none is safely implied.
+    """
+    label = definition.label
+    file_epsg: int | None = None
+    if frame.crs is not None:
+        file_epsg = parse_crs(frame.crs, what=f"{label}: CRS of {definition.source_path.name}").to_epsg()
+    if definition.source.crs is not None:
+        declared = parse_crs(definition.source.crs, what=f"{label}: source.crs").to_epsg()
+        assert declared is not None
+        if file_epsg is not None and file_epsg != declared:
+            report.warn(f"source.crs EPSG:{declared} overrides the file's EPSG:{file_epsg}")
+        report.source_crs, report.crs_origin = f"EPSG:{declared}", "declared"
+        return RawLayer(frame, declared, "declared")
+    if file_epsg is not None:
+        report.source_crs, report.crs_origin = f"EPSG:{file_epsg}", "file"
+        return RawLayer(frame, file_epsg, "file")
+    geoms = frame.geometry
+    present = geoms[~(geoms.isna() | geoms.is_empty)]
+    if len(present):
+        bounds = tuple(float(v) for v in present.total_bounds)
+        guessed = guess_from_bounds(bounds)  # type: ignore[arg-type]
+        if guessed is not None:
+            report.source_crs, report.crs_origin = f"EPSG:{guessed}", "inferred"
+            report.warn(f"no CRS in the source: EPSG:{guessed} inferred from the coordinate ranges; "
+                        f"declare source.crs to confirm")
+            return RawLayer(frame, guessed, "inferred")
+    raise CrsError(f"{label}: {definition.source_path.name} has no CRS and its coordinates do not imply one; "
+                   f"set source.crs (for example EPSG:2326)")

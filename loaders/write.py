@@ -1,0 +1,173 @@
+"""Write a normalised layer into PostGIS atomically.
+
+One transaction does it all: create a staging table, COPY the rows in (CSV, geometries as hex EWKB),
+add the primary key and GiST index, ANALYZE, drop the live table, rename the staging table into its
+place, and record the load-history and layer rows. Readers see the previous version until the
+commit; a load that fails or is killed at any moment rolls back and leaves it intact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import psycopg
+import shapely
+from psycopg import sql
+
+from loaders.report import FieldInfo, LoadReport
+from sdi.crs import HK_GRID
+from sdi.layerdef import LayerDefinition
+from sdi.settings import Settings
+
+SCHEMA = "layers"
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class NormalisedLayer:
+    """A layer ready to write: EPSG:2326 geometries in ``geom``, typed attributes, one key column."""
+
+    frame: gpd.GeoDataFrame
+    fields: list[FieldInfo]
+    geometry_type: str
+    primary_key: str
+
+
+def _name(base: str, suffix: str) -> str:
+    """An object name of at most 63 bytes: ``<base>_<suffix>``."""
+    return f"{base[: 62 - len(suffix)]}_{suffix}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _csv_chunk(frame: pd.DataFrame, fields: list[FieldInfo], geoms: np.ndarray) -> str:
+    out = {}
+    for f in fields:
+        series = frame[f.name]
+        if f.type == "jsonb":
+            series = series.map(lambda v: None if v is None else json.dumps(v, ensure_ascii=False,
+                                                                             default=_json_default))
+        elif f.type == "date":
+            series = series.map(lambda v: v.isoformat() if isinstance(v, dt.date) else None)
+        out[f.name] = series
+    out["geom"] = shapely.to_wkb(shapely.set_srid(geoms, HK_GRID), hex=True, include_srid=True)
+    buffer = io.StringIO()
+    pd.DataFrame(out).to_csv(buffer, header=False, index=False, na_rep="", lineterminator="\n",
+                             date_format="%Y-%m-%dT%H:%M:%S.%f")
+    return buffer.getvalue()
+
+
+def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer,
+                report: LoadReport, settings: Settings, *, started_at: dt.datetime,
+                loader_version: str, progress: Progress | None = None) -> int:
+    """Replace ``layers.<id>`` with ``layer`` in one transaction; return the new load id.
+
+    Parameters
+    ----------
+    conn
+        An open connection, not in a transaction.
+    progress
+        Called as ``progress(rows_written, rows_total)`` after each COPY chunk; an exception it
+        raises aborts the load (and rolls it back), which the tests use to inject failures.
+    """
+    table = definition.id
+    stage = _name("_load", table)
+    ident = sql.Identifier(SCHEMA, table)
+    stage_ident = sql.Identifier(SCHEMA, stage)
+    pk = layer.primary_key
+    columns = [sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.type)) for f in layer.fields]
+    geom_type = sql.SQL(f"geometry({layer.geometry_type}, {HK_GRID})")
+    total = len(layer.frame)
+    with conn.transaction():
+        owner = conn.execute("select 1 from pg_roles where rolname = %s", (settings.owner_role,)).fetchone()
+        if owner:
+            conn.execute(sql.SQL("set local role {}").format(sql.Identifier(settings.owner_role)))
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"sdi.load.{table}",))
+        conn.execute(sql.SQL("drop table if exists {}").format(stage_ident))
+        conn.execute(sql.SQL("create table {} ({}, geom {} not null)").format(
+            stage_ident, sql.SQL(", ").join(columns), geom_type))
+        copy_sql = sql.SQL("copy {} ({}) from stdin (format csv)").format(
+            stage_ident, sql.SQL(", ").join(sql.Identifier(f.name) for f in [*layer.fields]) + sql.SQL(", geom"))
+        geoms = layer.frame.geometry.array
+        attrs = pd.DataFrame(layer.frame.drop(columns="geom"))
+        chunk = settings.copy_chunk_rows
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for start in range(0, total, chunk):
+                stop = min(start + chunk, total)
+                copy.write(_csv_chunk(attrs.iloc[start:stop], layer.fields, np.asarray(geoms[start:stop])))
+                if progress:
+                    progress(stop, total)
+        if progress and total == 0:
+            progress(0, 0)
+        conn.execute(sql.SQL("alter table {} add constraint {} primary key ({})").format(
+            stage_ident, sql.Identifier(_name(stage, "pkey")), sql.Identifier(pk)))
+        conn.execute(sql.SQL("create index {} on {} using gist (geom)").format(
+            sql.Identifier(_name(stage, "geom_idx")), stage_ident))
+        conn.execute(sql.SQL("analyze {}").format(stage_ident))
+        conn.execute(sql.SQL("drop table if exists {}").format(ident))
+        conn.execute(sql.SQL("alter table {} rename to {}").format(stage_ident, sql.Identifier(table)))
+        conn.execute(sql.SQL("alter index {} rename to {}").format(
+            sql.Identifier(SCHEMA, _name(stage, "pkey")), sql.Identifier(_name(table, "pkey"))))
+        conn.execute(sql.SQL("alter index {} rename to {}").format(
+            sql.Identifier(SCHEMA, _name(stage, "geom_idx")), sql.Identifier(_name(table, "geom_idx"))))
+        conn.execute(sql.SQL("comment on table {} is {}").format(
+            ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
+        load_id = _record(conn, definition, layer, report, started_at, loader_version, total)
+    return load_id
+
+
+def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer,
+            report: LoadReport, started_at: dt.datetime, loader_version: str, total: int) -> int:
+    report.features_written = total
+    row = conn.execute(
+        "insert into sdi.load_history (layer_id, started_at, source_path, source_sha256, source_crs,"
+        " transformation, loader_version, features_read, features_written, report)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) returning load_id",
+        (definition.id, started_at, str(definition.source_path), report.source_sha256, report.source_crs,
+         report.transformation, loader_version, report.features_read, total,
+         json.dumps(report.to_dict(), ensure_ascii=False, default=_json_default)),
+    ).fetchone()
+    assert row is not None
+    load_id = int(row[0])
+    if total:
+        xmin, ymin, xmax, ymax = shapely.total_bounds(layer.frame.geometry.array)
+        pad = 0.5 if (xmax - xmin) == 0 or (ymax - ymin) == 0 else 0.0
+        extent = shapely.box(xmin - pad, ymin - pad, xmax + pad, ymax + pad).wkt
+    else:
+        extent = None
+    conn.execute(
+        "insert into sdi.layer (id, table_name, title_en, title_zh, abstract_en, abstract_zh, custodian,"
+        " licence, geometry_type, srid, primary_key, feature_count, extent, fields, synthetic, definition,"
+        " load_id, loaded_at) values (%(id)s, %(table)s, %(ten)s, %(tzh)s, %(aen)s, %(azh)s, %(cust)s,"
+        " %(lic)s, %(gt)s, 2326, %(pk)s, %(n)s, st_geomfromtext(%(ext)s, 2326), %(fields)s::jsonb,"
+        " %(syn)s, %(def)s::jsonb, %(load)s, now())"
+        " on conflict (id) do update set table_name = excluded.table_name, title_en = excluded.title_en,"
+        " title_zh = excluded.title_zh, abstract_en = excluded.abstract_en, abstract_zh = excluded.abstract_zh,"
+        " custodian = excluded.custodian, licence = excluded.licence, geometry_type = excluded.geometry_type,"
+        " primary_key = excluded.primary_key, feature_count = excluded.feature_count,"
+        " extent = excluded.extent, fields = excluded.fields, synthetic = excluded.synthetic,"
+        " definition = excluded.definition, load_id = excluded.load_id, loaded_at = excluded.loaded_at",
+        {"id": definition.id, "table": f"{SCHEMA}.{definition.id}", "ten": definition.title.en,
+         "tzh": definition.title.zh, "aen": definition.abstract.en, "azh": definition.abstract.zh,
+         "cust": definition.custodian, "lic": definition.licence, "gt": layer.geometry_type,
+         "pk": layer.primary_key, "n": total, "ext": extent,
+         "fields": json.dumps([f.__dict__ for f in layer.fields], ensure_ascii=False),
+         "syn": definition.synthetic, "def": definition.model_dump_json(), "load": load_id},
+    )
+    return load_id

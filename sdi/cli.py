@@ -1,0 +1,189 @@
+"""The ``sdi`` command line: database set-up, layer validation and loading.
+
+Every :class:`~sdi.errors.SdiError` becomes one ``error: ...`` line on standard error and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sdi.errors import ConfigError, SdiError
+from sdi.settings import Settings
+
+app = typer.Typer(help="HK SDI: load Hong Kong geodata into PostGIS (EPSG:2326) and publish it.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Create and upgrade the SDI database.", no_args_is_help=True)
+layers_app = typer.Typer(help="Layer definitions (layers/*.yml) and loaded layers.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(layers_app, name="layers")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError: a bad SDI_* variable
+        raise ConfigError(f"invalid SDI_* setting: {str(exc).splitlines()[1:3]}") from exc
+
+
+@db_app.command("init")
+def db_init(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when up to date.")] = False,
+            ) -> None:
+    """Create extensions, roles, schemas `sdi` and `layers`, and apply migrations."""
+    from sdi.db import init_db, redact
+
+    settings = _settings()
+    applied = init_db(settings)
+    if applied or not quiet:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
+        out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations of schema `sdi`."""
+    from sdi.db import redact, upgrade
+
+    settings = _settings()
+    applied = upgrade(settings)
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
+    out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
+
+
+@layers_app.command("validate")
+def layers_validate(
+    files: Annotated[list[Path] | None, typer.Argument(help="YAML files (default: every file in layers/).")] = None,
+) -> None:
+    """Validate layer definitions; print every error with its file and key."""
+    from sdi.layerdef import definition_files, validate_files
+
+    paths = files or definition_files(_settings().layers_dir)
+    good, problems = validate_files(paths)
+    for line in problems:
+        err.print(f"error: {line}", markup=False)
+    out.print(f"{len(good)} valid, {len(paths) - len(good)} invalid layer definition(s)")
+    if problems:
+        raise typer.Exit(1)
+
+
+@layers_app.command("list")
+def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the loaded layers: id, title, geometry type, feature count, last load."""
+    from sdi.db import connect
+
+    with connect(_settings()) as conn:
+        rows = conn.execute(
+            "select id, title_en, title_zh, geometry_type, feature_count, loaded_at, synthetic"
+            " from sdi.layer order by id").fetchall()
+    if as_json:
+        out.print_json(data=[dict(zip(("id", "title_en", "title_zh", "geometry_type", "feature_count",
+                                          "loaded_at", "synthetic"), r, strict=True)) for r in rows],
+                       default=str)
+        return
+    table = Table(title=f"{len(rows)} loaded layer(s)")
+    for col in ("id", "title", "type", "features", "loaded at"):
+        table.add_column(col, justify="right" if col == "features" else "left")
+    for r in rows:
+        title = f"{r[1]} / {r[2]}" if r[2] else r[1]
+        table.add_row(r[0], title + (" [synthetic]" if r[6] else ""), r[3], f"{r[4]:,}",
+                      r[5].strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+def _summary(report: object) -> Table:
+    from loaders.report import LoadReport
+
+    assert isinstance(report, LoadReport)
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    table.add_row("source", f"{report.source_path} ({report.driver})")
+    table.add_row("source CRS", f"{report.source_crs} ({report.crs_origin})")
+    table.add_row("transformation", report.transformation)
+    if report.encoding:
+        table.add_row("encoding", report.encoding)
+    table.add_row("geometry", report.geometry_type)
+    table.add_row("features", f"read {report.features_read:,}, written {report.features_written:,}, "
+                              f"repaired {report.features_repaired:,}, dropped {report.features_dropped:,}")
+    for reason, n in report.repaired.items():
+        table.add_row("  repaired", f"{n:,} {reason}")
+    for reason, n in report.dropped.items():
+        table.add_row("  dropped", f"{n:,} {reason}")
+    for note in report.notes:
+        table.add_row("note", note)
+    for warning in report.warnings:
+        table.add_row("[yellow]warning[/]", warning)
+    table.add_row("seconds", f"{report.seconds:.2f}")
+    return table
+
+
+@app.command("load")
+def load_cmd(
+    refs: Annotated[list[str] | None, typer.Argument(help="Layer ids or YAML files.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Load every layer in layers/.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and normalise only; write nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the load reports as JSON.")] = False,
+) -> None:
+    """Load layers into PostGIS: read, normalise (CRS, geometry, attributes), write atomically."""
+    from loaders import load
+    from sdi.layerdef import definition_files, read_definition, resolve
+
+    settings = _settings()
+    if all_ and refs:
+        raise ConfigError("give layer ids or --all, not both")
+    if not all_ and not refs:
+        raise ConfigError("name at least one layer id or YAML file, or use --all")
+    definitions = ([read_definition(p) for p in definition_files(settings.layers_dir)] if all_
+                   else [resolve(r, settings.layers_dir) for r in refs or []])
+    reports, failures = [], 0
+    for definition in definitions:
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err, transient=True, disable=as_json)
+        with progress:
+            task = progress.add_task(f"{definition.id}: read", total=None)
+            try:
+                report = load(
+                    definition, settings, dry_run=dry_run,
+                    stage=lambda s, t=task, d=definition: progress.update(t, description=f"{d.id}: {s}"),
+                    progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
+                )
+            except SdiError as exc:
+                failures += 1
+                err.print(f"error: {exc}", markup=False)
+                continue
+        reports.append(report)
+        if not as_json:
+            verb = "checked (dry run)" if dry_run else "loaded"
+            out.print(f"[bold]{definition.id}[/]: {verb} {report.features_written or report.features_read:,} "
+                      f"features into layers.{definition.id}" if not dry_run else
+                      f"[bold]{definition.id}[/]: {verb}, nothing written")
+            out.print(_summary(report))
+    if as_json:
+        out.print_json(data=[r.to_dict() for r in reports], default=str)
+    if failures:
+        err.print(f"{failures} of {len(definitions)} layer(s) failed; the database is unchanged for those")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``sdi`` console script."""
+    try:
+        app()
+    except SdiError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("error: interrupted; nothing was committed for the layer being loaded", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
