@@ -79,7 +79,8 @@ def clean_text(series: pd.Series) -> tuple[pd.Series, int]:
     nulls = text.isin(NULL_TEXT)
     non_ascii = text.map(lambda v: not v.isascii() or "\x00" in v)
     if non_ascii.any():
-        text = text.where(~non_ascii, text[non_ascii].map(lambda v: unicodedata.normalize("NFC", v.replace("\x00", ""))))
+        fixed = text[non_ascii].map(lambda v: unicodedata.normalize("NFC", v.replace("\x00", "")))
+        text = text.where(~non_ascii, fixed)
     values = values.where(~is_str, text)
     values[is_str[is_str].index[nulls.to_numpy()]] = None
     return values, int(nulls.sum())
@@ -243,7 +244,8 @@ def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition,
             numbers = detect_numbers(series)
             if numbers is not None:
                 series = numbers
-                report.note(f"column {original!r}: text converted to {'integers' if numbers.dtype == 'Int64' else 'numbers'}")
+                kind = "integers" if numbers.dtype == "Int64" else "numbers"
+                report.note(f"column {original!r}: text converted to {kind}")
         name = names[original]
         data[name] = series
         desc = spec.description if spec else None

@@ -13,7 +13,7 @@ import shapely
 from shapely import GeometryType as GT
 
 from loaders.report import LoadReport
-from sdi.crs import HK_GRID, check_hk_extent, reprojection
+from sdi.crs import HK_GRID, check_hk_extent, describe_bounds, reprojection
 from sdi.errors import CrsError, GeometryError
 from sdi.layerdef import LayerDefinition
 
@@ -50,7 +50,7 @@ def drop_unpublishable(frame: gpd.GeoDataFrame, report: LoadReport) -> gpd.GeoDa
     has_m = shapely.has_m(frame.geometry.array) if hasattr(shapely, "has_m") else np.zeros(len(frame), bool)
     flat = has_z | has_m
     if flat.any():
-        frame.geometry.array[flat] = shapely.force_2d(frame.geometry.array[flat])  # type: ignore[index]
+        frame.geometry.array[flat] = shapely.force_2d(frame.geometry.array[flat])
         report.repair("Z/M coordinates dropped to 2D", int(flat.sum()))
     return frame
 
@@ -80,8 +80,10 @@ def reproject(frame: gpd.GeoDataFrame, source_epsg: int, definition: LayerDefini
     if len(out):
         bounds = tuple(float(v) for v in shapely.total_bounds(out.geometry.array))
         if not np.isfinite(bounds).all():
+            hint = describe_bounds(source_bounds) if source_bounds else None  # type: ignore[arg-type]
             raise CrsError(f"{definition.label}: coordinates cannot be transformed from EPSG:{source_epsg}"
-                           f" (infinite results); they do not fit the declared CRS")
+                           f" (infinite results): {hint or 'they do not fit the declared CRS'}; check source.crs"
+                           f" and the axis order")
         check_hk_extent(bounds, source_bounds, source_epsg, where=definition.label)  # type: ignore[arg-type]
     return out
 
@@ -169,6 +171,7 @@ def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: Loa
         raise GeometryError(f"{definition.label}: geometry collections cannot be published as a typed layer; "
                             f"set geometry_type: Geometry")
     has_multi = any(t in _MULTI_IDS for t in present)
+    target: str
     if declared is not None:
         if declared.removeprefix("Multi") != family:
             raise GeometryError(f"{definition.label}: geometry_type {declared} but the data are {family}s")

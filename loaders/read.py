@@ -21,7 +21,7 @@ import pyogrio
 from pyogrio.errors import DataLayerError, DataSourceError
 
 from loaders import tables
-from loaders.encoding import dbf_ldid, guess_codec, normalise_codec, read_cpg, LDID_CODECS
+from loaders.encoding import LDID_CODECS, dbf_ldid, guess_codec, normalise_codec, read_cpg
 from loaders.report import LoadReport
 from sdi.crs import guess_from_bounds, parse_crs
 from sdi.errors import CrsError, SourceFormatError, SourceNotFoundError
@@ -91,7 +91,9 @@ def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if "not recognized as being in a supported file format" in text:
+        return "GDAL recognises no format in it"
+    return text.splitlines()[0].split("; It might help")[0] if text else type(exc).__name__
 
 
 def _decode_latin1_columns(frame: pd.DataFrame, codec: str) -> int:

@@ -5,14 +5,15 @@ Every :class:`~sdi.errors.SdiError` becomes one ``error: ...`` line on standard 
 
 from __future__ import annotations
 
-import json
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sdi.errors import ConfigError, SdiError
@@ -25,8 +26,36 @@ layers_app = typer.Typer(help="Layer definitions (layers/*.yml) and loaded layer
 app.add_typer(db_app, name="db")
 app.add_typer(layers_app, name="layers")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Consoles:
+    """Rich consoles, made on first use (they write to whatever sys.stdout/stderr is then)."""
+
+    @functools.cached_property
+    def out(self) -> Console:
+        return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+    @functools.cached_property
+    def err(self) -> Console:
+        return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+_consoles = _Consoles()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _clean_errors(fn: F) -> F:
+    """Turn :class:`SdiError` into one ``error:`` line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SdiError as exc:
+            _consoles.err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _settings() -> Settings:
@@ -37,6 +66,7 @@ def _settings() -> Settings:
 
 
 @db_app.command("init")
+@_clean_errors
 def db_init(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when up to date.")] = False,
             ) -> None:
     """Create extensions, roles, schemas `sdi` and `layers`, and apply migrations."""
@@ -46,10 +76,11 @@ def db_init(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print not
     applied = init_db(settings)
     if applied or not quiet:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
-        out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
+        _consoles.out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
 
 
 @db_app.command("upgrade")
+@_clean_errors
 def db_upgrade() -> None:
     """Apply pending migrations of schema `sdi`."""
     from sdi.db import redact, upgrade
@@ -57,10 +88,11 @@ def db_upgrade() -> None:
     settings = _settings()
     applied = upgrade(settings)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
-    out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
+    _consoles.out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
 
 
 @layers_app.command("validate")
+@_clean_errors
 def layers_validate(
     files: Annotated[list[Path] | None, typer.Argument(help="YAML files (default: every file in layers/).")] = None,
 ) -> None:
@@ -70,13 +102,14 @@ def layers_validate(
     paths = files or definition_files(_settings().layers_dir)
     good, problems = validate_files(paths)
     for line in problems:
-        err.print(f"error: {line}", markup=False)
-    out.print(f"{len(good)} valid, {len(paths) - len(good)} invalid layer definition(s)")
+        _consoles.err.print(f"error: {line}", markup=False)
+    _consoles.out.print(f"{len(good)} valid, {len(paths) - len(good)} invalid layer definition(s)")
     if problems:
         raise typer.Exit(1)
 
 
 @layers_app.command("list")
+@_clean_errors
 def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the loaded layers: id, title, geometry type, feature count, last load."""
     from sdi.db import connect
@@ -86,7 +119,7 @@ def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
             "select id, title_en, title_zh, geometry_type, feature_count, loaded_at, synthetic"
             " from sdi.layer order by id").fetchall()
     if as_json:
-        out.print_json(data=[dict(zip(("id", "title_en", "title_zh", "geometry_type", "feature_count",
+        _consoles.out.print_json(data=[dict(zip(("id", "title_en", "title_zh", "geometry_type", "feature_count",
                                           "loaded_at", "synthetic"), r, strict=True)) for r in rows],
                        default=str)
         return
@@ -97,7 +130,7 @@ def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         title = f"{r[1]} / {r[2]}" if r[2] else r[1]
         table.add_row(r[0], title + (" [synthetic]" if r[6] else ""), r[3], f"{r[4]:,}",
                       r[5].strftime("%Y-%m-%d %H:%M"))
-    out.print(table)
+    _consoles.out.print(table)
 
 
 def _summary(report: object) -> Table:
@@ -126,6 +159,7 @@ def _summary(report: object) -> Table:
 
 
 @app.command("load")
+@_clean_errors
 def load_cmd(
     refs: Annotated[list[str] | None, typer.Argument(help="Layer ids or YAML files.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Load every layer in layers/.")] = False,
@@ -134,42 +168,60 @@ def load_cmd(
 ) -> None:
     """Load layers into PostGIS: read, normalise (CRS, geometry, attributes), write atomically."""
     from loaders import load
-    from sdi.layerdef import definition_files, read_definition, resolve
+    from sdi.layerdef import LayerDefinition, definition_files, read_definition, resolve
 
     settings = _settings()
     if all_ and refs:
         raise ConfigError("give layer ids or --all, not both")
     if not all_ and not refs:
         raise ConfigError("name at least one layer id or YAML file, or use --all")
-    definitions = ([read_definition(p) for p in definition_files(settings.layers_dir)] if all_
-                   else [resolve(r, settings.layers_dir) for r in refs or []])
     reports, failures = [], 0
+    definitions: list[LayerDefinition] = []
+    if all_:
+        for path in definition_files(settings.layers_dir):
+            try:
+                definitions.append(read_definition(path))
+            except SdiError as exc:  # report it, load the others
+                failures += 1
+                _consoles.err.print(f"error: {exc}", markup=False)
+    else:
+        definitions = [resolve(r, settings.layers_dir) for r in refs or []]
+    attempted = len(definitions) + failures
     for definition in definitions:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=err, transient=True, disable=as_json)
+                            TimeElapsedColumn(), console=_consoles.err, transient=True,
+                            disable=as_json or not _consoles.err.is_terminal)
+        failure: SdiError | None = None
         with progress:
             task = progress.add_task(f"{definition.id}: read", total=None)
+
+            def on_stage(name: str, t: TaskID = task, d: str = definition.id, p: Progress = progress) -> None:
+                p.update(t, description=f"{d}: {name}")
+
+            def on_rows(done: int, total: int, t: TaskID = task, p: Progress = progress) -> None:
+                p.update(t, completed=done, total=total)
+
             try:
-                report = load(
-                    definition, settings, dry_run=dry_run,
-                    stage=lambda s, t=task, d=definition: progress.update(t, description=f"{d.id}: {s}"),
-                    progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
-                )
+                report = load(definition, settings, dry_run=dry_run, stage=on_stage, progress=on_rows)
             except SdiError as exc:
-                failures += 1
-                err.print(f"error: {exc}", markup=False)
-                continue
+                failure = exc
+        if failure is not None:
+            failures += 1
+            _consoles.err.print(f"error: {failure}", markup=False)
+            continue
         reports.append(report)
         if not as_json:
-            verb = "checked (dry run)" if dry_run else "loaded"
-            out.print(f"[bold]{definition.id}[/]: {verb} {report.features_written or report.features_read:,} "
-                      f"features into layers.{definition.id}" if not dry_run else
-                      f"[bold]{definition.id}[/]: {verb}, nothing written")
-            out.print(_summary(report))
+            if dry_run:
+                _consoles.out.print(f"[bold]{definition.id}[/]: checked (dry run), nothing written")
+            else:
+                _consoles.out.print(f"[bold]{definition.id}[/]: loaded {report.features_written:,} features into "
+                                    f"layers.{definition.id} (load {report.load_id})")
+            _consoles.out.print(_summary(report))
     if as_json:
-        out.print_json(data=[r.to_dict() for r in reports], default=str)
+        _consoles.out.print_json(data=[r.to_dict() for r in reports], default=str)
+    if failures and attempted > 1:
+        _consoles.err.print(f"{failures} of {attempted} layer(s) failed; the database is unchanged for those")
     if failures:
-        err.print(f"{failures} of {len(definitions)} layer(s) failed; the database is unchanged for those")
         raise typer.Exit(1)
 
 
@@ -178,10 +230,10 @@ def main() -> None:
     try:
         app()
     except SdiError as exc:
-        err.print(f"error: {exc}", markup=False)
+        _consoles.err.print(f"error: {exc}", markup=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("error: interrupted; nothing was committed for the layer being loaded", markup=False)
+        _consoles.err.print("error: interrupted; nothing was committed for the layer being loaded", markup=False)
         sys.exit(130)
 
 

@@ -13,12 +13,14 @@ Rules (fail fast, never guess silently):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError as PyprojCRSError
+from pyproj.exceptions import ProjError
 
 from sdi.errors import CrsError, ExtentError
 
@@ -104,10 +106,8 @@ def _operation_ids(node: Any) -> set[tuple[str, int]]:
     if isinstance(node, dict):
         ident = node.get("id")
         if isinstance(ident, dict) and "code" in ident:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 found.add((str(ident.get("authority")), int(ident["code"])))
-            except (TypeError, ValueError):
-                pass
         for value in node.values():
             found |= _operation_ids(value)
     elif isinstance(node, list):
@@ -118,7 +118,8 @@ def _operation_ids(node: Any) -> set[tuple[str, int]]:
 
 def _datum_family(crs: CRS) -> str:
     geod = crs.geodetic_crs
-    name = (geod.datum.name if geod is not None else "").lower()
+    datum = geod.datum if geod is not None else None
+    name = (datum.name if datum is not None else "").lower()
     if "hong kong 1980" in name:
         return "hk80"
     if "world geodetic system 1984" in name or "wgs 84" in name or "wgs84" in name:
@@ -155,7 +156,7 @@ def reprojection(source_epsg: int, target_epsg: int = HK_GRID) -> Reprojection:
     src, dst = CRS.from_epsg(source_epsg), CRS.from_epsg(target_epsg)
     try:
         transformer = Transformer.from_crs(src, dst, always_xy=True, allow_ballpark=False)
-    except PyprojCRSError as exc:
+    except ProjError as exc:
         raise CrsError(
             f"no accurate transformation from EPSG:{source_epsg} to EPSG:{target_epsg} (ballpark refused)"
         ) from exc

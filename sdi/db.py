@@ -148,26 +148,25 @@ def _grant(conn: psycopg.Connection, settings: Settings) -> None:
 def upgrade(settings: Settings) -> list[Migration]:
     """Apply pending migrations of schema ``sdi``; return the ones applied (empty when up to date)."""
     applied: list[Migration] = []
-    with connect(settings) as conn:
-        with conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            conn.execute("create schema if not exists sdi")
+    with connect(settings) as conn, conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute("create schema if not exists sdi")
+        conn.execute(
+            "create table if not exists sdi.schema_migrations ("
+            " version integer primary key, name text not null,"
+            " applied_at timestamptz not null default now())"
+        )
+        current = schema_version(conn)
+        for migration in migrations():
+            if migration.version <= current:
+                continue
+            conn.execute(migration.sql.encode("utf-8"))
             conn.execute(
-                "create table if not exists sdi.schema_migrations ("
-                " version integer primary key, name text not null,"
-                " applied_at timestamptz not null default now())"
+                "insert into sdi.schema_migrations (version, name) values (%s, %s)",
+                (migration.version, migration.name),
             )
-            current = schema_version(conn)
-            for migration in migrations():
-                if migration.version <= current:
-                    continue
-                conn.execute(migration.sql.encode("utf-8"))
-                conn.execute(
-                    "insert into sdi.schema_migrations (version, name) values (%s, %s)",
-                    (migration.version, migration.name),
-                )
-                applied.append(migration)
-            _grant(conn, settings)
+            applied.append(migration)
+        _grant(conn, settings)
     return applied
 
 

@@ -1,0 +1,26 @@
+# HK SDI. Two commands: `make demo` and `make test` (each does all set-up first).
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean-venv
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(BIN)/sdi layers validate
+	$(BIN)/sdi load --all
+	$(BIN)/sdi layers list
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check sdi loaders tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/load_bench.py
+
+clean-venv:
+	rm -rf $(VENV)

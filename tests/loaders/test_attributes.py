@@ -1,0 +1,103 @@
+"""Attribute normalisation: names, NULLs, Unicode, declared types, primary keys."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+from shapely.geometry import Point
+
+from loaders.attributes import column_names, normalise_attributes, snake_ascii
+from loaders.report import LoadReport
+from sdi.errors import DataError, LayerDefinitionError
+from sdi.layerdef import FieldSpec, parse_definition
+
+
+def _definition(**extra: object):
+    doc = {"id": "t", "title": {"en": "t"}, "abstract": {"en": "a"}, "custodian": "c", "licence": "l",
+           "source": {"path": "x.geojson"}, **extra}
+    return parse_definition(doc, where="t.yml")
+
+
+def _frame(data: dict[str, list[object]]) -> gpd.GeoDataFrame:
+    n = len(next(iter(data.values())))
+    return gpd.GeoDataFrame(data, geometry=[Point(830000 + i, 815000) for i in range(n)], crs=2326)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("DCCA_ENG", "dcca_eng"), ("lotNumberEN", "lot_number_en"), ("Road_Length (m)", "road_length_m"),
+     ("Licence No.", "licence_no"), ("LATITUDE(N)", "latitude_n"), ("數據集", ""), ("Café", "cafe")],
+)
+def test_snake_ascii(raw: str, expected: str) -> None:
+    assert snake_ascii(raw) == expected
+
+
+def test_column_names_unique_and_never_reserved() -> None:
+    names = column_names(["Name", "NAME", "數據集", "geom", "fid", "1st"], {}, {"fid"})
+    assert names == {"Name": "name", "NAME": "name_2", "數據集": "field_3", "geom": "geom_src", "fid": "fid_src",
+                     "1st": "f_1st"}
+
+
+def test_declared_rename_wins() -> None:
+    assert column_names(["TCNAME"], {"TCNAME": FieldSpec(name="name_zh")}, set()) == {"TCNAME": "name_zh"}
+
+
+def test_nan_text_to_null_and_nfc() -> None:
+    decomposed = unicodedata.normalize("NFD", "Café")
+    report = LoadReport("t", "x")
+    attrs = normalise_attributes(_frame({"a": ["nan", "NaN", "", decomposed, "ok"]}), _definition(), report)
+    values = list(attrs.frame["a"])
+    assert values[:3] == [None, None, None]
+    assert values[3] == "Café" and unicodedata.is_normalized("NFC", values[3])
+    assert any("3 text values" in n for n in report.notes)
+
+
+def test_original_names_kept_in_field_list() -> None:
+    attrs = normalise_attributes(_frame({"設施名稱": ["x"], "Easting": ["1"]}), _definition(), LoadReport("t", "x"))
+    assert [(f.name, f.original_name) for f in attrs.fields] == [
+        ("fid", "(generated)"), ("field_1", "設施名稱"), ("easting", "Easting")]
+
+
+def test_numbers_detected_only_when_every_value_parses() -> None:
+    frame = _frame({"n": ["1", "2", "nan"], "f": ["1.5", "2", "3"], "code": ["0012", "0013", "0014"],
+                    "mixed": ["1", "two", "3"]})
+    attrs = normalise_attributes(frame, _definition(), LoadReport("t", "x"))
+    types = {f.name: f.type for f in attrs.fields}
+    assert types == {"fid": "bigint", "n": "bigint", "f": "double precision", "code": "text", "mixed": "text"}
+
+
+def test_declared_types_convert_or_fail_clearly() -> None:
+    frame = _frame({"d": ["28/1/2022", "16/3/2022"], "b": ["yes", "no"], "i": ["1", "2"]})
+    fields = {"d": {"type": "date"}, "b": {"type": "boolean"}, "i": {"type": "float"}}
+    attrs = normalise_attributes(frame, _definition(fields=fields), LoadReport("t", "x"))
+    assert [str(v) for v in attrs.frame["d"]] == ["2022-01-28", "2022-03-16"]
+    assert list(attrs.frame["b"]) == [True, False]
+    with pytest.raises(DataError, match=r"fields\.i: value 'x' is not a number"):
+        normalise_attributes(_frame({"i": ["1", "x"]}), _definition(fields={"i": {"type": "integer"}}),
+                             LoadReport("t", "x"))
+
+
+def test_unknown_field_key_is_a_definition_error() -> None:
+    with pytest.raises(LayerDefinitionError, match=r"fields\.NOPE: no such column"):
+        normalise_attributes(_frame({"a": ["1"]}), _definition(fields={"NOPE": {"name": "x"}}), LoadReport("t", "x"))
+
+
+def test_duplicate_primary_keys_rejected_with_keys_listed() -> None:
+    frame = _frame({"lot": ["KTIL 712", "KTIL 713", "KTIL 712", "NKIL 1", "NKIL 1"]})
+    with pytest.raises(DataError) as info:
+        normalise_attributes(frame, _definition(primary_key="lot"), LoadReport("t", "x"))
+    assert "duplicate primary keys in 'lot': KTIL 712, NKIL 1" in str(info.value)
+
+
+def test_declared_primary_key_used_instead_of_fid() -> None:
+    attrs = normalise_attributes(_frame({"lot": ["A", "B"]}), _definition(primary_key="lot"), LoadReport("t", "x"))
+    assert attrs.primary_key == "lot" and "fid" not in attrs.frame.columns
+
+
+def test_lists_become_jsonb() -> None:
+    attrs = normalise_attributes(_frame({"uses": [["P", "T"], []]}), _definition(), LoadReport("t", "x"))
+    assert {f.name: f.type for f in attrs.fields}["uses"] == "jsonb"
+    assert pd.isna(attrs.frame["uses"]).sum() == 0
