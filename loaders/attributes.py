@@ -12,12 +12,15 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from loaders.report import FieldInfo, LoadReport
 from sdi.errors import DataError, LayerDefinitionError
 from sdi.layerdef import FieldSpec, LayerDefinition
 
 NULL_TEXT = frozenset({"nan", "NaN", "NAN", ""})
+_NULL_TEXT_ARROW = pa.array(sorted(NULL_TEXT), type=pa.string())
 RESERVED = frozenset({"geom"})
 GENERATED_KEY = "fid"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -69,21 +72,36 @@ def _is_text(series: pd.Series) -> bool:
 def clean_text(series: pd.Series) -> tuple[pd.Series, int]:
     """NFC-normalise text, strip NUL characters, and turn 'nan'/'NaN'/'' into NULL.
 
-    Returns the cleaned series and how many values became NULL.
+    Returns the cleaned series (object dtype) and how many values became NULL.
     """
+    try:
+        arr = pa.array(series, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _clean_mixed(series)
+    nulls = pc.is_in(arr, value_set=_NULL_TEXT_ARROW).fill_null(False)
+    if pc.any(pc.invert(pc.string_is_ascii(arr).fill_null(True))).as_py():
+        arr = pc.utf8_normalize(pc.replace_substring(arr, "\x00", ""), "NFC")
+    elif pc.any(pc.match_substring(arr, "\x00").fill_null(False)).as_py():
+        arr = pc.replace_substring(arr, "\x00", "")
+    cleaned = pc.if_else(nulls, pa.scalar(None, type=pa.string()), arr)
+    return pd.Series(cleaned.to_pandas(), index=series.index, dtype=object), int(pc.sum(nulls).as_py() or 0)
+
+
+def _clean_mixed(series: pd.Series) -> tuple[pd.Series, int]:
+    """:func:`clean_text` for object columns that mix text with other values (lists, numbers)."""
     values = series.astype(object)
-    is_str = values.map(lambda v: isinstance(v, str))
-    if not is_str.any():
-        return values, 0
-    text = values[is_str]
-    nulls = text.isin(NULL_TEXT)
-    non_ascii = text.map(lambda v: not v.isascii() or "\x00" in v)
-    if non_ascii.any():
-        fixed = text[non_ascii].map(lambda v: unicodedata.normalize("NFC", v.replace("\x00", "")))
-        text = text.where(~non_ascii, fixed)
-    values = values.where(~is_str, text)
-    values[is_str[is_str].index[nulls.to_numpy()]] = None
-    return values, int(nulls.sum())
+    nulled = 0
+
+    def one(v: Any) -> Any:
+        nonlocal nulled
+        if not isinstance(v, str):
+            return v
+        if v in NULL_TEXT:
+            nulled += 1
+            return None
+        return v if v.isascii() and "\x00" not in v else unicodedata.normalize("NFC", v.replace("\x00", ""))
+
+    return values.map(one), nulled
 
 
 def _to_number(series: pd.Series, column: str, integer: bool) -> pd.Series:
@@ -160,6 +178,9 @@ def detect_numbers(series: pd.Series) -> pd.Series | None:
     present = series.dropna()
     if present.empty or not all(isinstance(v, str) for v in present.head(1000)):
         return None
+    head = present.head(1000).str.strip()
+    if pd.to_numeric(head, errors="coerce").isna().any() or head.str.match(_LEADING_ZERO).any():
+        return None  # cheap early exit on a sample before parsing the whole column
     stripped = present.str.strip()
     if stripped.str.match(_LEADING_ZERO).any():
         return None

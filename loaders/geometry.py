@@ -1,4 +1,6 @@
-"""Geometry normalisation: drop what cannot be published, reproject, repair, unify the type.
+"""Geometry normalisation: drop what cannot be published, repair, unify the type.
+
+Reprojection to EPSG:2326 is in :mod:`loaders.reproject`.
 
 Every step counts what it did in the :class:`~loaders.report.LoadReport`; nothing is silent.
 """
@@ -6,6 +8,8 @@ Every step counts what it did in the :class:`~loaders.report.LoadReport`; nothin
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import geopandas as gpd
 import numpy as np
@@ -13,8 +17,7 @@ import shapely
 from shapely import GeometryType as GT
 
 from loaders.report import LoadReport
-from sdi.crs import HK_GRID, check_hk_extent, describe_bounds, reprojection
-from sdi.errors import CrsError, GeometryError
+from sdi.errors import GeometryError
 from sdi.layerdef import LayerDefinition
 
 FAMILIES = {
@@ -27,65 +30,43 @@ _MULTI_IDS = {int(GT.MULTIPOINT), int(GT.MULTILINESTRING), int(GT.MULTIPOLYGON)}
 _COLLECT = {"Point": shapely.multipoints, "LineString": shapely.multilinestrings, "Polygon": shapely.multipolygons}
 
 
+def _parallel(fn: Callable[[np.ndarray], np.ndarray], geoms: np.ndarray) -> np.ndarray:
+    """Apply a GIL-releasing shapely function to halves of a large array on two threads."""
+    if len(geoms) < 20_000:
+        return fn(geoms)
+    half = len(geoms) // 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(fn, (geoms[:half], geoms[half:]))
+    return np.concatenate([first, second])
+
+
 def drop_unpublishable(frame: gpd.GeoDataFrame, report: LoadReport) -> gpd.GeoDataFrame:
-    """Drop null, empty and non-finite geometries (counted by reason); drop Z/M to 2D (counted)."""
-    geoms = frame.geometry.array
-    keep = np.ones(len(frame), dtype=bool)
+    """Drop null, empty and NaN/infinite geometries (counted by reason); drop Z/M to 2D (counted)."""
+    geoms = np.asarray(frame.geometry.array, dtype=object)
     null = shapely.is_missing(geoms)
     report.drop("null geometry", int(null.sum()))
-    keep &= ~null
-    empty = keep & shapely.is_empty(geoms)
+    empty = ~null & shapely.is_empty(geoms)
     report.drop("empty geometry", int(empty.sum()))
-    keep &= ~empty
-    coords, index = shapely.get_coordinates(geoms, include_z=False, return_index=True)
-    bad = ~np.isfinite(coords).all(axis=1)
-    if bad.any():
-        nonfinite = np.zeros(len(frame), dtype=bool)
-        nonfinite[np.unique(index[bad])] = True
+    keep = ~(null | empty)
+    if not np.isfinite(shapely.get_coordinates(geoms[keep])).all():
+        coords, index = shapely.get_coordinates(geoms, return_index=True)
+        nonfinite = np.zeros(len(geoms), dtype=bool)
+        nonfinite[np.unique(index[~np.isfinite(coords).all(axis=1)])] = True
         nonfinite &= keep
         report.drop("NaN or infinite coordinates", int(nonfinite.sum()))
         keep &= ~nonfinite
-    frame = frame.loc[keep].copy() if not keep.all() else frame
-    has_z = shapely.has_z(frame.geometry.array)
-    has_m = shapely.has_m(frame.geometry.array) if hasattr(shapely, "has_m") else np.zeros(len(frame), bool)
-    flat = has_z | has_m
+    if not keep.all():
+        geoms = geoms[keep]
+        frame = frame.loc[keep]
+    flat = shapely.has_z(geoms)
+    if hasattr(shapely, "has_m"):
+        flat |= shapely.has_m(geoms)
     if flat.any():
-        frame.geometry.array[flat] = shapely.force_2d(frame.geometry.array[flat])
+        geoms = geoms.copy()
+        geoms[flat] = shapely.force_2d(geoms[flat])
+        frame = frame.set_geometry(gpd.GeoSeries(geoms, index=frame.index, crs=frame.crs))
         report.repair("Z/M coordinates dropped to 2D", int(flat.sum()))
     return frame
-
-
-def reproject(frame: gpd.GeoDataFrame, source_epsg: int, definition: LayerDefinition,
-              report: LoadReport) -> gpd.GeoDataFrame:
-    """Reproject to EPSG:2326 with the checked transformation and verify the Hong Kong extent.
-
-    Raises
-    ------
-    ExtentError
-        When the result lies outside Hong Kong, naming the likely cause.
-    """
-    rep = reprojection(source_epsg, HK_GRID)
-    report.transformation = rep.description
-    geoms = frame.geometry.array
-    source_bounds = tuple(float(v) for v in shapely.total_bounds(geoms)) if len(frame) else None
-    if rep.transformer is not None and len(frame):
-        transformer = rep.transformer
-
-        def _xy(coords: np.ndarray) -> np.ndarray:
-            x, y = transformer.transform(coords[:, 0], coords[:, 1], errcheck=False)
-            return np.column_stack([x, y])
-
-        geoms = shapely.transform(geoms, _xy)
-    out = gpd.GeoDataFrame(frame.drop(columns=frame.geometry.name), geometry=geoms, crs=f"EPSG:{HK_GRID}")
-    if len(out):
-        bounds = tuple(float(v) for v in shapely.total_bounds(out.geometry.array))
-        if not np.isfinite(bounds).all():
-            hint = describe_bounds(source_bounds) if source_bounds else None  # type: ignore[arg-type]
-            raise CrsError(f"{definition.label}: coordinates cannot be transformed from EPSG:{source_epsg}"
-                           f" (infinite results): {hint or 'they do not fit the declared CRS'}; check source.crs"
-                           f" and the axis order")
-        check_hk_extent(bounds, source_bounds, source_epsg, where=definition.label)  # type: ignore[arg-type]
-    return out
 
 
 def _extract_family(geom: shapely.Geometry, family: str) -> shapely.Geometry | None:
@@ -104,19 +85,23 @@ def _extract_family(geom: shapely.Geometry, family: str) -> shapely.Geometry | N
     return singles[0] if len(singles) == 1 else _COLLECT[family](singles)
 
 
-def repair(frame: gpd.GeoDataFrame, report: LoadReport) -> gpd.GeoDataFrame:
+def repair_geometries(geoms: np.ndarray, report: LoadReport, *, when: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Repair invalid geometries with ``make_valid``, keeping each geometry's family.
 
     A self-intersecting polygon stays polygonal (collapsed slivers are discarded); a geometry with
-    nothing of its family left is dropped. Both are counted.
+    nothing of its family left is dropped. Both are counted, by GEOS's reason.
+
+    Returns
+    -------
+    (geometries, keep)
+        The repaired array (same length) and a mask of the rows to keep.
     """
-    geoms = frame.geometry.array
-    invalid = ~shapely.is_valid(geoms)
+    keep = np.ones(len(geoms), dtype=bool)
+    invalid = ~_parallel(shapely.is_valid, geoms)
     if not invalid.any():
-        return frame
+        return geoms, keep
     idx = np.flatnonzero(invalid)
     fixed = shapely.make_valid(geoms[idx])
-    keep = np.ones(len(frame), dtype=bool)
     out = np.array(geoms, dtype=object)
     reasons: Counter[str] = Counter()
     for i, original, repaired in zip(idx, geoms[idx], fixed, strict=True):
@@ -126,24 +111,49 @@ def repair(frame: gpd.GeoDataFrame, report: LoadReport) -> gpd.GeoDataFrame:
         reason = shapely.is_valid_reason(original).split("[")[0].strip().lower()
         if result is None or shapely.is_empty(result):
             keep[i] = False
-            report.drop(f"invalid geometry ({reason}) with nothing left after repair")
+            report.drop(f"invalid geometry ({reason}){when} with nothing left after repair")
         else:
             out[i] = result
-            reasons[f"invalid geometry repaired ({reason})"] += 1
+            reasons[f"invalid geometry repaired ({reason}){when}"] += 1
     for reason, count in reasons.items():
         report.repair(reason, count)
-    result_frame = frame.set_geometry(gpd.GeoSeries(out, index=frame.index, crs=frame.crs))
-    return result_frame.loc[keep] if not keep.all() else result_frame
+    return out, keep
 
 
-def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: LoadReport) -> tuple[
-        gpd.GeoDataFrame, str]:
-    """Settle one geometry type for the layer, promoting singles to Multi* when parts are mixed.
+def repair(frame: gpd.GeoDataFrame, report: LoadReport) -> gpd.GeoDataFrame:
+    """Repair a frame's invalid geometries (see :func:`repair_geometries`), dropping what cannot be."""
+    geoms, keep = repair_geometries(np.asarray(frame.geometry.array, dtype=object), report)
+    if keep.all() and geoms is frame.geometry.array:
+        return frame
+    fixed = frame.set_geometry(gpd.GeoSeries(geoms, index=frame.index, crs=frame.crs))
+    return fixed.loc[keep] if not keep.all() else fixed
+
+
+def promote_to_multi(geoms: np.ndarray) -> np.ndarray:
+    """Return ``geoms`` with every single part (Point, LineString, Polygon) wrapped in its Multi* type."""
+    out = np.asarray(geoms, dtype=object).copy()
+    type_ids = shapely.get_type_id(out)
+    for single, family in ((int(GT.POINT), "Point"), (int(GT.LINESTRING), "LineString"),
+                           (int(GT.POLYGON), "Polygon")):
+        mask = type_ids == single
+        if mask.any():
+            out[mask] = _COLLECT[family](out[mask], indices=np.arange(int(mask.sum())))
+    return out
+
+
+def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: LoadReport, *,
+               override: str | None = None) -> tuple[str, bool]:
+    """Settle one geometry type for the layer.
+
+    When a layer mixes single and multi parts (or declares a Multi* type), single parts are to be
+    promoted: that is counted here and done by the writer at the EWKB level (or in memory by
+    :func:`promote_to_multi`), so a million polygons are not rebuilt one by one.
 
     Returns
     -------
-    (frame, geometry_type)
-        ``geometry_type`` is a PostGIS type name such as ``MultiPolygon``, or ``Geometry``.
+    (geometry_type, promote)
+        ``geometry_type`` is a PostGIS type name such as ``MultiPolygon``, or ``Geometry``;
+        ``promote`` says whether single parts must become Multi*.
 
     Raises
     ------
@@ -151,16 +161,16 @@ def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: Loa
         For mixed families without ``geometry_type: Geometry``, or data that contradict the
         declared type.
     """
-    declared = definition.geometry_type
+    declared = override or definition.geometry_type
     if declared == "Geometry":
-        return frame, "Geometry"
-    type_ids = shapely.get_type_id(frame.geometry.array)
+        return "Geometry", False
+    type_ids = shapely.get_type_id(np.asarray(frame.geometry.array))
     present = Counter(int(t) for t in np.unique(type_ids))
     families = {FAMILIES.get(t, "GeometryCollection") for t in present}
     if not len(frame):
         if declared is None:
             raise GeometryError(f"{definition.label}: no geometries left to publish; nothing to load")
-        return frame, declared
+        return declared, declared.startswith("Multi")
     if len(families) > 1:
         counts = Counter(FAMILIES.get(int(t), "GeometryCollection") for t in type_ids)
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
@@ -181,11 +191,10 @@ def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: Loa
                                 f"{MULTI[family]}; declare {MULTI[family]}")
     else:
         target = MULTI[family] if has_multi else family
-    if target.startswith("Multi"):
-        single = ~np.isin(type_ids, list(_MULTI_IDS))
-        if single.any():
-            arr = frame.geometry.array.copy()
-            arr[single] = [_COLLECT[family]([g]) for g in arr[single]]
-            frame = frame.set_geometry(gpd.GeoSeries(arr, index=frame.index, crs=frame.crs))
-            report.repair(f"promoted to {target} (layer mixes single and multi parts)", int(single.sum()))
-    return frame, target
+    promote = target.startswith("Multi")
+    if promote:
+        singles = int((~np.isin(type_ids, list(_MULTI_IDS))).sum())
+        reason = "declared" if declared else "the layer mixes single and multi parts"
+        if singles:
+            report.note(f"{singles:,} single parts written as one-part {target} ({reason})")
+    return target, promote

@@ -9,10 +9,13 @@ from collections.abc import Callable
 import geopandas as gpd
 
 from loaders import attributes, geometry
+from loaders.layer import NormalisedLayer
 from loaders.read import read_source, resolve_crs
 from loaders.report import LoadReport
-from loaders.write import NormalisedLayer, Progress, write_layer
+from loaders.reproject import TypeChangedError
+from loaders.write import Progress, write_layer
 from sdi import __version__
+from sdi.crs import reprojection
 from sdi.db import connect
 from sdi.layerdef import LayerDefinition
 from sdi.settings import Settings
@@ -28,17 +31,44 @@ def read(definition: LayerDefinition, report: LoadReport) -> tuple[gpd.GeoDataFr
     return raw.frame, raw.source_epsg
 
 
-def normalise(frame: gpd.GeoDataFrame, source_epsg: int, definition: LayerDefinition,
-              report: LoadReport) -> NormalisedLayer:
-    """Clean, reproject to EPSG:2326, repair and type a frame read from a source."""
+def normalise(frame: gpd.GeoDataFrame, source_epsg: int, definition: LayerDefinition, report: LoadReport, *,
+              defer_reprojection: bool = False, geometry_type: str | None = None) -> NormalisedLayer:
+    """Clean, repair and type a frame read from a source, and reproject it to EPSG:2326.
+
+    Parameters
+    ----------
+    defer_reprojection
+        Leave the geometries in the source CRS; the writer reprojects them chunk by chunk while
+        the server ingests rows. The extent check then happens during the write (which rolls back).
+    geometry_type
+        Force the layer's geometry type (used to widen it after a repair during reprojection).
+    """
+    report.transformation = reprojection(source_epsg).description  # checked (EPSG:1825, no ballpark) up front
     frame = geometry.drop_unpublishable(frame, report)
-    frame = geometry.reproject(frame, source_epsg, definition, report)
     frame = geometry.repair(frame, report)
-    frame, geometry_type = geometry.unify_type(frame, definition, report)
+    target, promote = geometry.unify_type(frame, definition, report, override=geometry_type)
     attrs = attributes.normalise_attributes(frame, definition, report)
-    report.geometry_type = geometry_type
+    report.geometry_type = target
     report.fields = attrs.fields
-    return NormalisedLayer(attrs.frame, attrs.fields, geometry_type, attrs.primary_key)
+    layer = NormalisedLayer(attrs.frame, attrs.fields, target, attrs.primary_key, promote, source_epsg,
+                            definition.label)
+    return layer if defer_reprojection else layer.reprojected(report)
+
+
+def _write(definition: LayerDefinition, layer: NormalisedLayer, report: LoadReport, settings: Settings,
+           started_at: dt.datetime, progress: Progress | None) -> int:
+    with connect(settings) as conn:
+        return write_layer(conn, definition, layer, report, settings, started_at=started_at,
+                           loader_version=__version__, progress=progress)
+
+
+def _fresh_report(old: LoadReport) -> LoadReport:
+    """A report for a second pass: what was read stays, what normalising counted starts again."""
+    return LoadReport(layer_id=old.layer_id, source_path=old.source_path, source_sha256=old.source_sha256,
+                      driver=old.driver, encoding=old.encoding, source_crs=old.source_crs,
+                      crs_origin=old.crs_origin, transformation=old.transformation,
+                      features_read=old.features_read, notes=[n for n in old.notes if n.startswith(("DBF", "table",
+                      "point", ".shx"))], warnings=[w for w in old.warnings if "CRS" in w], timings=old.timings)
 
 
 def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = False,
@@ -71,19 +101,35 @@ def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = Fal
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     report = LoadReport(layer_id=definition.id, source_path=str(definition.source_path), dry_run=dry_run)
-    if stage:
-        stage("read")
+    step = time.perf_counter()
+
+    def timed(name: str) -> None:
+        """Close the current step's timing and announce the next one."""
+        nonlocal step
+        now = time.perf_counter()
+        if report.timings or name != "read":
+            previous = ("read", "normalise", "write")[len(report.timings)]
+            report.timings[previous] = round(now - step, 3)
+        step = now
+        if stage and name != "done":
+            stage(name)
+
+    timed("read")
     frame, source_epsg = read(definition, report)
-    if stage:
-        stage("normalise")
-    layer = normalise(frame, source_epsg, definition, report)
+    timed("normalise")
+    layer = normalise(frame, source_epsg, definition, report, defer_reprojection=not dry_run)
     if not dry_run:
-        if stage:
-            stage("write")
-        with connect(settings) as conn:
-            report.load_id = write_layer(conn, definition, layer, report, settings, started_at=started_at,
-                                         loader_version=__version__, progress=progress)
+        timed("write")
+        try:
+            report.load_id = _write(definition, layer, report, settings, started_at, progress)
+        except TypeChangedError as exc:  # a repair after reprojection needs a wider column type
+            report = _fresh_report(report)
+            report.warn(f"geometry type widened to {exc.geometry_type}: repairs after reprojection made it")
+            layer = normalise(frame, source_epsg, definition, report, defer_reprojection=True,
+                              geometry_type=exc.geometry_type)
+            report.load_id = _write(definition, layer, report, settings, started_at, progress)
     else:
         report.features_written = 0
+    timed("done")
     report.seconds = round(time.perf_counter() - started, 3)
     return report

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow as pa
 import pyogrio
 from pyogrio.errors import DataLayerError, DataSourceError
 
@@ -28,6 +29,9 @@ from sdi.errors import CrsError, SourceFormatError, SourceNotFoundError
 from sdi.layerdef import LayerDefinition
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".tab"}
+#: Arrow → pandas types that keep integers and booleans with NULLs as integers and booleans.
+_NULLABLE = {pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+             pa.bool_(): pd.BooleanDtype()}
 
 
 @dataclass
@@ -84,7 +88,8 @@ def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return pyogrio.read_dataframe(path, layer=layer, encoding=encoding, use_arrow=True)
+            return pyogrio.read_dataframe(path, layer=layer, encoding=encoding, use_arrow=True,
+                                          arrow_to_pandas_kwargs={"types_mapper": _NULLABLE.get})
     except (DataSourceError, DataLayerError, OSError, ValueError) as exc:
         raise SourceFormatError(f"{path}: cannot read: {_first_line(exc)}") from exc
 

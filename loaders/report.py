@@ -43,6 +43,7 @@ class LoadReport:
     warnings: list[str] = field(default_factory=list)
     fields: list[FieldInfo] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  #: seconds per step (read, normalise, write)
     dry_run: bool = False
     load_id: int | None = None
 

@@ -1,6 +1,7 @@
 """Write a normalised layer into PostGIS atomically.
 
-One transaction does it all: create a staging table, COPY the rows in (CSV, geometries as hex EWKB),
+One transaction does it all: create a staging table, COPY the rows in (binary, geometries as EWKB;
+each chunk reprojected and encoded on a worker thread while the previous one is sent),
 add the primary key and GiST index, ANALYZE, drop the live table, rename the staging table into its
 place, and record the load-history and layer rows. Readers see the previous version until the
 commit; a load that fails or is killed at any moment rolls back and leaves it intact.
@@ -9,20 +10,17 @@ commit; a load that fails or is killed at any moment rolls back and leaves it in
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
-import geopandas as gpd
-import numpy as np
-import pandas as pd
 import psycopg
 import shapely
 from psycopg import sql
 
-from loaders.report import FieldInfo, LoadReport
+from loaders.copy_binary import HEADER, TRAILER, encode_rows
+from loaders.layer import NormalisedLayer
+from loaders.report import LoadReport
 from sdi.crs import HK_GRID
 from sdi.layerdef import LayerDefinition
 from sdi.settings import Settings
@@ -31,46 +29,41 @@ SCHEMA = "layers"
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class NormalisedLayer:
-    """A layer ready to write: EPSG:2326 geometries in ``geom``, typed attributes, one key column."""
-
-    frame: gpd.GeoDataFrame
-    fields: list[FieldInfo]
-    geometry_type: str
-    primary_key: str
-
-
 def _name(base: str, suffix: str) -> str:
     """An object name of at most 63 bytes: ``<base>_<suffix>``."""
     return f"{base[: 62 - len(suffix)]}_{suffix}"
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    return str(value)
+def _chunks(layer: NormalisedLayer, report: LoadReport, size: int) -> Iterator[tuple[int, int, bytes, tuple[
+        float, float, float, float] | None]]:
+    """Yield ``(rows_done, rows_kept, copy_bytes, bounds)`` per chunk.
+
+    Each chunk is reprojected, re-validated and encoded on a worker thread while the caller sends
+    the previous one, so client work overlaps the server's COPY.
+    """
+    total = len(layer)
+    starts = list(range(0, total, size))
+
+    def encode(start: int) -> tuple[int, bytes, tuple[float, float, float, float] | None]:
+        attrs, geoms = layer.chunk(start, min(start + size, total), report)
+        box = tuple(float(v) for v in shapely.total_bounds(geoms)) if len(geoms) else None
+        return len(geoms), encode_rows(attrs, layer.fields, geoms, layer.promote), box  # type: ignore[return-value]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdi-copy") as pool:
+        pending: Future[tuple[int, bytes, tuple[float, float, float, float] | None]] | None = (
+            pool.submit(encode, starts[0]) if starts else None)
+        for i, start in enumerate(starts):
+            assert pending is not None
+            kept, data, box = pending.result()
+            pending = pool.submit(encode, starts[i + 1]) if i + 1 < len(starts) else None
+            yield min(start + size, total), kept, data, box
 
 
-def _csv_chunk(frame: pd.DataFrame, fields: list[FieldInfo], geoms: np.ndarray) -> str:
-    out = {}
-    for f in fields:
-        series = frame[f.name]
-        if f.type == "jsonb":
-            series = series.map(lambda v: None if v is None else json.dumps(v, ensure_ascii=False,
-                                                                             default=_json_default))
-        elif f.type == "date":
-            series = series.map(lambda v: v.isoformat() if isinstance(v, dt.date) else None)
-        out[f.name] = series
-    out["geom"] = shapely.to_wkb(shapely.set_srid(geoms, HK_GRID), hex=True, include_srid=True)
-    buffer = io.StringIO()
-    pd.DataFrame(out).to_csv(buffer, header=False, index=False, na_rep="", lineterminator="\n",
-                             date_format="%Y-%m-%dT%H:%M:%S.%f")
-    return buffer.getvalue()
+def _union(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> tuple[
+        float, float, float, float] | None:
+    if a is None or b is None:
+        return a or b
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
 def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer,
@@ -93,7 +86,7 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
     pk = layer.primary_key
     columns = [sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.type)) for f in layer.fields]
     geom_type = sql.SQL(f"geometry({layer.geometry_type}, {HK_GRID})")
-    total = len(layer.frame)
+    total = len(layer)
     with conn.transaction():
         owner = conn.execute("select 1 from pg_roles where rolname = %s", (settings.owner_role,)).fetchone()
         if owner:
@@ -102,19 +95,20 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
         conn.execute(sql.SQL("drop table if exists {}").format(stage_ident))
         conn.execute(sql.SQL("create table {} ({}, geom {} not null)").format(
             stage_ident, sql.SQL(", ").join(columns), geom_type))
-        copy_sql = sql.SQL("copy {} ({}) from stdin (format csv)").format(
+        copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
             stage_ident, sql.SQL(", ").join(sql.Identifier(f.name) for f in [*layer.fields]) + sql.SQL(", geom"))
-        geoms = layer.frame.geometry.array
-        attrs = pd.DataFrame(layer.frame.drop(columns="geom"))
-        chunk = settings.copy_chunk_rows
+        written, extent = 0, None
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            for start in range(0, total, chunk):
-                stop = min(start + chunk, total)
-                copy.write(_csv_chunk(attrs.iloc[start:stop], layer.fields, np.asarray(geoms[start:stop])))
+            copy.write(HEADER)
+            for done, kept, data, box in _chunks(layer, report, settings.copy_chunk_rows):
+                copy.write(data)
+                written, extent = written + kept, _union(extent, box)
                 if progress:
-                    progress(stop, total)
+                    progress(done, total)
+            copy.write(TRAILER)
         if progress and total == 0:
             progress(0, 0)
+        conn.execute("set local maintenance_work_mem = '256MB'")
         conn.execute(sql.SQL("alter table {} add constraint {} primary key ({})").format(
             stage_ident, sql.Identifier(_name(stage, "pkey")), sql.Identifier(pk)))
         conn.execute(sql.SQL("create index {} on {} using gist (geom)").format(
@@ -128,25 +122,26 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
             sql.Identifier(SCHEMA, _name(stage, "geom_idx")), sql.Identifier(_name(table, "geom_idx"))))
         conn.execute(sql.SQL("comment on table {} is {}").format(
             ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
-        load_id = _record(conn, definition, layer, report, started_at, loader_version, total)
+        report.features_written = written
+        load_id = _record(conn, definition, layer, report, started_at, loader_version, extent)
     return load_id
 
 
-def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer,
-            report: LoadReport, started_at: dt.datetime, loader_version: str, total: int) -> int:
-    report.features_written = total
+def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer, report: LoadReport,
+            started_at: dt.datetime, loader_version: str, bounds: tuple[float, float, float, float] | None) -> int:
+    total = report.features_written
     row = conn.execute(
         "insert into sdi.load_history (layer_id, started_at, source_path, source_sha256, source_crs,"
         " transformation, loader_version, features_read, features_written, report)"
         " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) returning load_id",
         (definition.id, started_at, str(definition.source_path), report.source_sha256, report.source_crs,
          report.transformation, loader_version, report.features_read, total,
-         json.dumps(report.to_dict(), ensure_ascii=False, default=_json_default)),
+         json.dumps(report.to_dict(), ensure_ascii=False, default=str)),
     ).fetchone()
     assert row is not None
     load_id = int(row[0])
-    if total:
-        xmin, ymin, xmax, ymax = shapely.total_bounds(layer.frame.geometry.array)
+    if bounds is not None:
+        xmin, ymin, xmax, ymax = bounds
         pad = 0.5 if (xmax - xmin) == 0 or (ymax - ymin) == 0 else 0.0
         extent = shapely.box(xmin - pad, ymin - pad, xmax + pad, ymax + pad).wkt
     else:

@@ -154,7 +154,8 @@ def _summary(report: object) -> Table:
         table.add_row("note", note)
     for warning in report.warnings:
         table.add_row("[yellow]warning[/]", warning)
-    table.add_row("seconds", f"{report.seconds:.2f}")
+    steps = ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items())
+    table.add_row("seconds", f"{report.seconds:.2f} ({steps})")
     return table
 
 

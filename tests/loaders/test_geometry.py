@@ -8,9 +8,9 @@ import pytest
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 
-from loaders import geometry
+from loaders import geometry, reproject
 from loaders.report import LoadReport
-from sdi.errors import GeometryError
+from sdi.errors import ExtentError, GeometryError
 from sdi.layerdef import parse_definition
 
 BOWTIE = Polygon([(830000, 815000), (830100, 815100), (830100, 815000), (830000, 815100)])
@@ -63,24 +63,35 @@ def test_repair_that_leaves_nothing_of_the_family_drops_and_counts() -> None:
 def test_mixed_single_and_multi_promoted_and_counted() -> None:
     report = LoadReport("t", "x")
     frame = _frame([SQUARE, MultiPolygon([SQUARE, shapely.affinity.translate(SQUARE, 500)]), SQUARE])
-    out, gtype = geometry.unify_type(frame, _definition(), report)
-    assert gtype == "MultiPolygon" and set(out.geometry.geom_type) == {"MultiPolygon"}
-    assert report.repaired == {"promoted to MultiPolygon (layer mixes single and multi parts)": 2}
+    gtype, promote = geometry.unify_type(frame, _definition(), report)
+    assert (gtype, promote) == ("MultiPolygon", True)
+    assert report.repaired == {}
+    assert report.notes == ["2 single parts written as one-part MultiPolygon (the layer mixes single and multi parts)"]
+    promoted = geometry.promote_to_multi(np.asarray(frame.geometry.array))
+    assert set(shapely.get_type_id(promoted)) == {int(shapely.GeometryType.MULTIPOLYGON)}
+    assert [g.area for g in promoted] == [g.area for g in frame.geometry]
 
 
 def test_declared_multi_promotes_everything() -> None:
     report = LoadReport("t", "x")
-    out, gtype = geometry.unify_type(_frame([Point(830000, 815000)]), _definition(geometry_type="MultiPoint"),
-                                     report)
-    assert gtype == "MultiPoint" and out.geometry.iloc[0].geom_type == "MultiPoint"
+    gtype, promote = geometry.unify_type(_frame([Point(830000, 815000)]), _definition(geometry_type="MultiPoint"),
+                                         report)
+    assert (gtype, promote) == ("MultiPoint", True)
+    assert report.notes == ["1 single parts written as one-part MultiPoint (declared)"]
+
+
+def test_single_type_layer_is_not_promoted() -> None:
+    report = LoadReport("t", "x")
+    assert geometry.unify_type(_frame([SQUARE, SQUARE]), _definition(), report) == ("Polygon", False)
+    assert report.repaired == {} and report.notes == []
 
 
 def test_mixed_families_need_geometry_type() -> None:
     frame = _frame([Point(830000, 815000), LineString([(830000, 815000), (830010, 815010)])])
     with pytest.raises(GeometryError, match=r"mixed geometry types \(LineString: 1, Point: 1\)"):
         geometry.unify_type(frame, _definition(), LoadReport("t", "x"))
-    _, gtype = geometry.unify_type(frame, _definition(geometry_type="Geometry"), LoadReport("t", "x"))
-    assert gtype == "Geometry"
+    assert geometry.unify_type(frame, _definition(geometry_type="Geometry"), LoadReport("t", "x")) == (
+        "Geometry", False)
 
 
 def test_declared_type_contradicted_by_data() -> None:
@@ -88,11 +99,22 @@ def test_declared_type_contradicted_by_data() -> None:
         geometry.unify_type(_frame([SQUARE]), _definition(geometry_type="Point"), LoadReport("t", "x"))
 
 
-def test_reproject_uses_checked_transformation_and_extent() -> None:
-    report = LoadReport("t", "x")
-    frame = gpd.GeoDataFrame({"n": [1]}, geometry=[Point(114.168562005, 22.294313001)], crs=4326)
-    out = geometry.reproject(frame, 4326, _definition(), report)
-    assert out.crs.to_epsg() == 2326
-    pt = out.geometry.iloc[0]
+def test_reproject_to_hk_grid_within_1cm() -> None:
+    (pt,) = reproject.to_hk_grid(np.array([Point(114.168562005, 22.294313001)]), 4326, where="t.yml")
     assert abs(pt.x - 835411.431) < 0.01 and abs(pt.y - 817266.016) < 0.01
-    assert "Hong Kong 1980 to WGS 84 (1)" in report.transformation
+
+
+def test_reproject_outside_hong_kong_names_the_cause() -> None:
+    with pytest.raises(ExtentError, match=r"t\.yml: .*look like longitude/latitude"):
+        reproject.to_hk_grid(np.array([Point(114.17, 22.29)]), 2326, where="t.yml")
+
+
+def test_finalise_repairs_what_reprojection_broke_and_widens_type() -> None:
+    report = LoadReport("t", "x")
+    lonlat_bowtie = Polygon([(114.16, 22.29), (114.17, 22.30), (114.17, 22.29), (114.16, 22.30)])
+    geoms, keep = reproject.finalise(np.array([lonlat_bowtie]), 4326, "MultiPolygon", report, where="t.yml")
+    assert keep.all() and shapely.is_valid(geoms).all()
+    assert report.repaired == {"invalid geometry repaired (self-intersection) after reprojection": 1}
+    with pytest.raises(reproject.TypeChangedError) as info:
+        reproject.finalise(np.array([lonlat_bowtie]), 4326, "Polygon", LoadReport("t", "x"), where="t.yml")
+    assert info.value.geometry_type == "MultiPolygon"

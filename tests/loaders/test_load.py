@@ -159,3 +159,22 @@ def test_killed_load_leaves_previous_version(settings: Settings, db: psycopg.Con
     assert db.execute("select count(*) from layers.kill_probe").fetchone() == (200,)
     assert db.execute("select load_id from sdi.layer where id = 'kill_probe'").fetchone() == (v1.load_id,)
     assert db.execute("select to_regclass('layers._load_kill_probe')").fetchone() == (None,)
+
+
+def test_binary_copy_round_trips_every_type(settings: Settings, db: psycopg.Connection,
+                                            layer_yaml: Callable[..., Path]) -> None:
+    path = layer_yaml("all_types", DATA / "good" / "all_types.geojson",
+                      fields={"opened": {"type": "date"}, "updated": {"type": "timestamp"}})
+    report = load(read_definition(path), settings)
+    assert report.geometry_type == "MultiPolygon"
+    types = dict(db.execute("select column_name, data_type from information_schema.columns "
+                            "where table_schema = 'layers' and table_name = 'all_types'").fetchall())
+    assert types == {"fid": "bigint", "name": "text", "count": "bigint", "ratio": "double precision",
+                     "open": "boolean", "opened": "date", "updated": "timestamp without time zone",
+                     "uses": "jsonb", "note": "text", "geom": "USER-DEFINED"}
+    rows = db.execute("select fid, name, count, ratio, open, opened::text, updated::text, uses, note, "
+                      "st_geometrytype(geom), st_numgeometries(geom), st_srid(geom) from layers.all_types "
+                      "order by fid").fetchall()
+    assert rows[0] == (1, "深水埗區", 12, 0.25, True, "2022-01-28", "2022-03-16 08:30:00", ["P", "T"],
+                       'quote " and\nnewline\ttab', "ST_MultiPolygon", 1, 2326)
+    assert rows[1] == (2, None, None, None, False, None, None, [], None, "ST_MultiPolygon", 2, 2326)

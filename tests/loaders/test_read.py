@@ -53,10 +53,11 @@ def test_shapefile_wgs84_with_cpg_and_invalid_polygon() -> None:
     assert "Hong Kong 1980 to WGS 84 (1)" in report.transformation
     assert layer.geometry_type == "MultiPolygon"  # type: ignore[attr-defined]
     assert report.repaired["invalid geometry repaired (ring self-intersection)"] == 1
-    assert report.repaired["promoted to MultiPolygon (layer mixes single and multi parts)"] == 5
+    assert "5 single parts written as one-part MultiPolygon (the layer mixes single and multi parts)" in report.notes
     wts = layer.frame[layer.frame["name_en"] == "WONG TAI SIN"]  # type: ignore[attr-defined]
     assert wts["name_zh"].iloc[0] == "黃大仙區"
     assert 9.2e6 < wts.geometry.area.iloc[0] < 9.4e6  # true area in EPSG:2326, not the shipped Web-Mercator m²
+    assert {g.geom_type for g in layer.geometries()} == {"MultiPolygon"}  # type: ignore[attr-defined]
 
 
 def test_geopackage_in_hk1980() -> None:

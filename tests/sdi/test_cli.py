@@ -16,7 +16,7 @@ from sdi.settings import Settings
 from tests.conftest import DATA, LAYERS, ROOT
 
 
-def _invoke(settings: Settings, *args: str, layers_dir: Path = LAYERS):  # noqa: ANN202
+def _invoke(settings: Settings, *args: str, layers_dir: Path = LAYERS):
     env = {"SDI_DATABASE_URL": settings.database_url, "SDI_LAYERS_DIR": str(layers_dir)}
     return CliRunner().invoke(app, list(args), env=env)
 
