@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
@@ -59,7 +60,7 @@ def make_polygons(n: int, path: Path) -> Path:
     return path
 
 
-def timed(label: str, fn) -> float:  # noqa: ANN001
+def timed(label: str, fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
     seconds = time.perf_counter() - start
