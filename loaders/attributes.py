@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loaders.dates import detect_dates
+from loaders.encoding import repair_text
 from loaders.report import FieldInfo, LoadReport
 from sdi.errors import DataError, LayerDefinitionError
 from sdi.layerdef import FieldSpec, LayerDefinition
@@ -219,6 +221,20 @@ def pg_type(series: pd.Series) -> str:
     return "text"
 
 
+def _detect_type(series: pd.Series, column: str, report: LoadReport) -> pd.Series:
+    """Numbers, then dates, when every non-null text value parses; otherwise the text as it is."""
+    numbers = detect_numbers(series)
+    if numbers is not None:
+        kind = "integers" if numbers.dtype == "Int64" else "numbers"
+        report.note(f"column {column!r}: text converted to {kind}")
+        return numbers
+    dates = detect_dates(series)
+    if dates is not None:
+        report.note(f"column {column!r}: text converted to dates")
+        return dates
+    return series
+
+
 @dataclass
 class Attributes:
     """Normalised attributes: the frame (columns renamed) and the published field list."""
@@ -259,14 +275,11 @@ def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition,
         if _is_text(series):
             series, n = clean_text(series)
             nulled += n
+            series = repair_text(series, report, original)
         if spec and spec.type:
             series = convert(series, original, spec.type)
         elif _is_text(series):
-            numbers = detect_numbers(series)
-            if numbers is not None:
-                series = numbers
-                kind = "integers" if numbers.dtype == "Int64" else "numbers"
-                report.note(f"column {original!r}: text converted to {kind}")
+            series = _detect_type(series, original, report)
         name = names[original]
         data[name] = series
         desc = spec.description if spec else None

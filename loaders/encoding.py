@@ -11,6 +11,10 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
+import pandas as pd
+
+from loaders.report import LoadReport
+
 #: DBF language-driver ids (byte 29 of the header) and the codec to decode with.
 LDID_CODECS: dict[int, str] = {
     0x01: "cp437",
@@ -95,3 +99,8 @@ def guess_codec(samples: list[bytes]) -> str | None:
             continue
         return codec
     return None
+
+
+def repair_text(series: pd.Series, report: LoadReport, column: str) -> pd.Series:
+    """Repair text a source got wrong (stub: returns ``series`` unchanged)."""
+    return series

@@ -10,6 +10,7 @@ import geopandas as gpd
 
 from loaders import attributes, geometry
 from loaders.layer import NormalisedLayer
+from loaders.raster import RASTER_SUFFIXES, load_raster
 from loaders.read import read_source, resolve_crs
 from loaders.report import LoadReport
 from loaders.reproject import TypeChangedError
@@ -98,6 +99,8 @@ def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = Fal
     SdiError
         Any load problem; the database is then unchanged.
     """
+    if definition.source_path.suffix.lower() in RASTER_SUFFIXES:
+        return load_raster(definition, settings, dry_run=dry_run, progress=progress, stage=stage)
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     report = LoadReport(layer_id=definition.id, source_path=str(definition.source_path), dry_run=dry_run)

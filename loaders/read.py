@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyogrio
 from pyogrio.errors import DataLayerError, DataSourceError
 
-from loaders import tables
+from loaders import formats, tables
 from loaders.encoding import LDID_CODECS, dbf_ldid, guess_codec, normalise_codec, read_cpg
 from loaders.report import LoadReport
 from sdi.crs import guess_from_bounds, parse_crs
@@ -201,7 +201,10 @@ def read_source(definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataF
     if suffix in TABLE_SUFFIXES:
         report.driver = "delimited text"
         return tables.read_table(path, definition, report)
-    if suffix == ".shp":
+    special = None if suffix == ".shp" else formats.read_other(path, definition, report)
+    if special is not None:
+        frame = special
+    elif suffix == ".shp":
         report.driver = "ESRI Shapefile"
         frame = _read_shapefile(path, definition, report)
     else:
