@@ -15,8 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loaders.dates import detect_dates
+from loaders.dates import detect_dates, is_date_name, parse_dates
 from loaders.encoding import repair_text
+from loaders.glossary import glossary_name
 from loaders.report import FieldInfo, LoadReport
 from sdi.errors import DataError, LayerDefinitionError
 from sdi.layerdef import FieldSpec, LayerDefinition
@@ -25,6 +26,7 @@ NULL_TEXT = frozenset({"nan", "NaN", "NAN", ""})
 _NULL_TEXT_ARROW = pa.array(sorted(NULL_TEXT), type=pa.string())
 RESERVED = frozenset({"geom"})
 GENERATED_KEY = "fid"
+MAX_COLUMNS = 1600  #: PostgreSQL's limit on columns per table
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _LEADING_ZERO = re.compile(r"^[+-]?0\d")
 _BOOL = {"true": True, "t": True, "yes": True, "y": True, "1": True,
@@ -46,14 +48,16 @@ def snake_ascii(name: str) -> str:
 def column_names(originals: list[str], specs: dict[str, FieldSpec], reserved: set[str]) -> dict[str, str]:
     """Map each source column to a unique, valid PostgreSQL column name.
 
-    Declared ``fields.<original>.name`` wins; otherwise :func:`snake_ascii`; names with no ASCII left
-    (for example Chinese) become ``field_<position>``. Reserved names get a ``_src`` suffix.
+    Declared ``fields.<original>.name`` wins; otherwise :func:`snake_ascii`; Chinese labels found in
+    :data:`loaders.glossary.GLOSSARY` get its name (``地址`` → ``address_zh``); other names with no
+    ASCII left become ``field_<position>``. Reserved names get a ``_src`` suffix.
     """
     result: dict[str, str] = {}
     used: set[str] = set()
     for position, original in enumerate(originals, start=1):
         spec = specs.get(original)
-        name = spec.name if spec and spec.name else snake_ascii(original) or f"field_{position}"
+        name = spec.name if spec and spec.name else (
+            snake_ascii(original) or glossary_name(original) or f"field_{position}")
         if name[0].isdigit():
             name = f"f_{name}"[:63]
         if name in reserved or name in RESERVED:
@@ -134,14 +138,7 @@ def _to_bool(series: pd.Series, column: str) -> pd.Series:
 
 
 def _to_datetime(series: pd.Series, column: str, date_only: bool) -> pd.Series:
-    present = series.notna()
-    parsed = pd.to_datetime(series, errors="coerce", dayfirst=True, format="mixed")
-    bad = parsed.isna() & present
-    if bad.any():
-        raise DataError(f"fields.{column}: value {series[bad].iloc[0]!r} is not a date")
-    if date_only:
-        return parsed.dt.date.where(present, None).astype(object)
-    return parsed
+    return parse_dates(series, column, timestamp=not date_only)
 
 
 def _to_json(series: pd.Series, column: str) -> pd.Series:
@@ -222,16 +219,30 @@ def pg_type(series: pd.Series) -> str:
 
 
 def _detect_type(series: pd.Series, column: str, report: LoadReport) -> pd.Series:
-    """Numbers, then dates, when every non-null text value parses; otherwise the text as it is."""
-    numbers = detect_numbers(series)
-    if numbers is not None:
-        kind = "integers" if numbers.dtype == "Int64" else "numbers"
-        report.note(f"column {column!r}: text converted to {kind}")
+    """Numbers or dates, when every non-null text value parses; otherwise the text as it is.
+
+    Dates are tried first for columns whose name says date (CALLDATE holding Excel serials such as
+    '43725' is a date, not an integer); numbers first otherwise.
+    """
+    def as_numbers() -> pd.Series | None:
+        numbers = detect_numbers(series)
+        if numbers is not None:
+            kind = "integers" if numbers.dtype == "Int64" else "numbers"
+            report.note(f"column {column!r}: text converted to {kind}")
         return numbers
-    dates = detect_dates(series)
-    if dates is not None:
-        report.note(f"column {column!r}: text converted to dates")
+
+    def as_dates() -> pd.Series | None:
+        dates = detect_dates(series, column)
+        if dates is not None:
+            formats = ", ".join(dates.attrs.get("date_formats", [])) or "dates"
+            report.note(f"column {column!r}: text converted to dates ({formats})")
         return dates
+
+    order = (as_dates, as_numbers) if is_date_name(column) else (as_numbers, as_dates)
+    for attempt in order:
+        converted = attempt()
+        if converted is not None:
+            return converted
     return series
 
 
@@ -257,6 +268,9 @@ def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition,
     """
     geom_name = frame.geometry.name
     originals = [str(c) for c in frame.columns if c != geom_name]
+    if len(originals) + 2 > MAX_COLUMNS:
+        raise DataError(f"{definition.label}: {len(originals):,} columns; a PostgreSQL table holds at most "
+                        f"{MAX_COLUMNS:,} (with the key and geometry): split the source or drop columns")
     unknown = [k for k in definition.fields if k not in originals]
     if unknown:
         raise LayerDefinitionError(f"{definition.label}: fields.{unknown[0]}: no such column in the source "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from loaders.write import Progress, write_layer
 from sdi import __version__
 from sdi.crs import reprojection
 from sdi.db import connect
+from sdi.errors import CrsError
 from sdi.layerdef import LayerDefinition
 from sdi.settings import Settings
 
@@ -44,7 +46,10 @@ def normalise(frame: gpd.GeoDataFrame, source_epsg: int, definition: LayerDefini
     geometry_type
         Force the layer's geometry type (used to widen it after a repair during reprojection).
     """
-    report.transformation = reprojection(source_epsg).description  # checked (EPSG:1825, no ballpark) up front
+    try:  # the transformation is checked (EPSG:1825, no ballpark) before any work is done
+        report.transformation = reprojection(source_epsg).description
+    except CrsError as exc:
+        raise CrsError(f"{definition.label}: {exc}") from exc
     frame = geometry.drop_unpublishable(frame, report)
     frame = geometry.repair(frame, report)
     target, promote = geometry.unify_type(frame, definition, report, override=geometry_type)
@@ -61,15 +66,6 @@ def _write(definition: LayerDefinition, layer: NormalisedLayer, report: LoadRepo
     with connect(settings) as conn:
         return write_layer(conn, definition, layer, report, settings, started_at=started_at,
                            loader_version=__version__, progress=progress)
-
-
-def _fresh_report(old: LoadReport) -> LoadReport:
-    """A report for a second pass: what was read stays, what normalising counted starts again."""
-    return LoadReport(layer_id=old.layer_id, source_path=old.source_path, source_sha256=old.source_sha256,
-                      driver=old.driver, encoding=old.encoding, source_crs=old.source_crs,
-                      crs_origin=old.crs_origin, transformation=old.transformation,
-                      features_read=old.features_read, notes=[n for n in old.notes if n.startswith(("DBF", "table",
-                      "point", ".shx"))], warnings=[w for w in old.warnings if "CRS" in w], timings=old.timings)
 
 
 def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = False,
@@ -120,13 +116,14 @@ def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = Fal
     timed("read")
     frame, source_epsg = read(definition, report)
     timed("normalise")
+    as_read = copy.deepcopy(report)  # what reading found, for a second normalising pass
     layer = normalise(frame, source_epsg, definition, report, defer_reprojection=not dry_run)
     if not dry_run:
         timed("write")
         try:
             report.load_id = _write(definition, layer, report, settings, started_at, progress)
         except TypeChangedError as exc:  # a repair after reprojection needs a wider column type
-            report = _fresh_report(report)
+            report = copy.deepcopy(as_read)
             report.warn(f"geometry type widened to {exc.geometry_type}: repairs after reprojection made it")
             layer = normalise(frame, source_epsg, definition, report, defer_reprojection=True,
                               geometry_type=exc.geometry_type)

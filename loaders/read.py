@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -19,16 +20,17 @@ import geopandas as gpd
 import pandas as pd
 import pyarrow as pa
 import pyogrio
+import shapely
 from pyogrio.errors import DataLayerError, DataSourceError
 
 from loaders import formats, tables
 from loaders.encoding import LDID_CODECS, dbf_ldid, guess_codec, normalise_codec, read_cpg
 from loaders.report import LoadReport
+from loaders.tables import SPREADSHEET_SUFFIXES, TABLE_SUFFIXES
 from sdi.crs import guess_from_bounds, parse_crs
 from sdi.errors import CrsError, SourceFormatError, SourceNotFoundError
 from sdi.layerdef import LayerDefinition
 
-TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".tab"}
 #: Arrow → pandas types that keep integers and booleans with NULLs as integers and booleans.
 _NULLABLE = {pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
              pa.bool_(): pd.BooleanDtype()}
@@ -62,6 +64,8 @@ def _sidecar(path: Path, suffix: str) -> Path | None:
 def _check_file(path: Path, label: str) -> None:
     if not path.exists():
         raise SourceNotFoundError(f"{label}: source file {path} does not exist")
+    if formats.is_dataset_dir(path):  # a .gdb folder is one dataset
+        return
     if not path.is_file():
         raise SourceNotFoundError(f"{label}: source {path} is not a file")
     try:
@@ -73,7 +77,8 @@ def _check_file(path: Path, label: str) -> None:
         raise SourceFormatError(f"{path}: file is empty (0 bytes)")
 
 
-def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str) -> gpd.GeoDataFrame:
+def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str,
+              report: LoadReport | None = None) -> gpd.GeoDataFrame:
     try:
         layers = pyogrio.list_layers(path)
     except (DataSourceError, OSError) as exc:
@@ -88,10 +93,29 @@ def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return pyogrio.read_dataframe(path, layer=layer, encoding=encoding, use_arrow=True,
-                                          arrow_to_pandas_kwargs={"types_mapper": _NULLABLE.get})
+            try:
+                return pyogrio.read_dataframe(path, layer=layer, encoding=encoding, use_arrow=True,
+                                              arrow_to_pandas_kwargs={"types_mapper": _NULLABLE.get})
+            except shapely.errors.GEOSException:
+                # GEOS refuses some WKB that GDAL passes through (e.g. unclosed rings): repair while parsing.
+                return _read_ogr_fixing(path, layer=layer, encoding=encoding, report=report)
     except (DataSourceError, DataLayerError, OSError, ValueError) as exc:
         raise SourceFormatError(f"{path}: cannot read: {_first_line(exc)}") from exc
+
+
+def _read_ogr_fixing(path: Path, *, layer: str | None, encoding: str | None,
+                     report: LoadReport | None) -> gpd.GeoDataFrame:
+    """Read through Arrow and parse WKB with ``on_invalid="fix"``, counting what had to be fixed."""
+    meta, table = pyogrio.read_arrow(path, layer=layer, encoding=encoding)
+    geom_col = meta.get("geometry_name") or "wkb_geometry"
+    wkb = table.column(geom_col).to_numpy(zero_copy_only=False)
+    strict = shapely.from_wkb(wkb, on_invalid="ignore")
+    fixed = shapely.from_wkb(wkb, on_invalid="fix")
+    repaired = int((shapely.is_missing(strict) & ~shapely.is_missing(fixed)).sum())
+    if report is not None and repaired:
+        report.repair("unparseable geometry fixed while reading (e.g. unclosed ring closed)", repaired)
+    attrs = table.drop_columns([geom_col]).to_pandas(types_mapper=_NULLABLE.get)
+    return gpd.GeoDataFrame(attrs, geometry=gpd.GeoSeries(fixed, index=attrs.index), crs=meta.get("crs"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -147,11 +171,13 @@ def _read_shapefile(path: Path, definition: LayerDefinition, report: LoadReport)
                     raise SourceFormatError(f"{path}: .shx missing and cannot be rebuilt: {_first_line(exc)}") from exc
             report.note(f"{path.stem}.shx was missing: index rebuilt from the .shp (SHAPE_RESTORE_SHX)")
         if dbf is None:
+            _check_shapefile_set(read_path, None)
             report.warn(f"{path.stem}.dbf is missing: geometry-only layer, no attributes")
-            frame = _read_ogr(read_path, layer=None, encoding=None, label=label)
+            frame = _read_ogr(read_path, layer=None, encoding=None, label=label, report=report)
             return frame
         codec, how = _dbf_codec(path, dbf, definition)
-        frame = _read_ogr(read_path, layer=None, encoding="ISO-8859-1", label=label)
+        _check_shapefile_set(read_path, dbf)
+        frame = _read_ogr(read_path, layer=None, encoding="ISO-8859-1", label=label, report=report)
     if codec is None:
         codec = guess_codec(_raw_samples(frame))
         how = "detected from content" if codec else "all text is ASCII"
@@ -160,6 +186,41 @@ def _read_shapefile(path: Path, definition: LayerDefinition, report: LoadReport)
     report.encoding = codec
     report.note(f"DBF text decoded as {codec} ({how}); {changed} non-ASCII values")
     return frame
+
+
+def _check_shapefile_set(shp: Path, dbf: Path | None) -> None:
+    """Refuse a truncated .shp, or a set whose .shx (index) and .dbf (attributes) count different records.
+
+    GDAL silently reads the shorter of the two, dropping shapes or attributes without a word.
+    """
+    shx = _sidecar(shp, ".shx")
+    if shx is None:
+        return
+    raw = shx.read_bytes()
+    if len(raw) < 100 or struct.unpack(">i", raw[:4])[0] != 9994 or struct.unpack(">i", raw[24:28])[0] * 2 != len(raw):
+        raise SourceFormatError(f"{shx}: the .shx is corrupt (not a shape index); delete it and it is rebuilt "
+                                f"from the .shp")
+    shapes = (len(raw) - 100) // 8
+    index = raw[100: 100 + 8 * shapes]
+    if shapes:
+        last_offset, last_length = struct.unpack(">ii", index[-8:])
+        end = 2 * (last_offset + last_length) + 8
+        size = shp.stat().st_size
+        if end > size:
+            complete = sum(1 for i in range(shapes)
+                           if 2 * sum(struct.unpack(">ii", index[8 * i: 8 * i + 8])) + 8 <= size)
+            raise SourceFormatError(f"{shp}: truncated: the .shx indexes {shapes} shapes but the .shp ends "
+                                    f"after {complete} ({size:,} of {end:,} bytes)")
+    records = shapes
+    if dbf is not None:
+        with dbf.open("rb") as fh:
+            header = fh.read(12)
+        if len(header) < 12:
+            raise SourceFormatError(f"{dbf}: truncated .dbf header")
+        records = int.from_bytes(header[4:8], "little")
+    if dbf is not None and shapes != records:
+        raise SourceFormatError(f"{shp}: the .shp has {shapes} shapes but the .dbf has {records} records; "
+                                f"the files are not from the same export")
 
 
 class _restore_shx:
@@ -196,10 +257,10 @@ def read_source(definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataF
     """
     path = definition.source_path
     _check_file(path, definition.label)
-    report.source_sha256 = sha256_file(path)
+    report.source_sha256 = formats.dataset_sha256(path)  # the file's digest; a .gdb folder's files in order
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
-        report.driver = "delimited text"
+        report.driver = "spreadsheet (xlsx)" if suffix in SPREADSHEET_SUFFIXES else "delimited text"
         return tables.read_table(path, definition, report)
     special = None if suffix == ".shp" else formats.read_other(path, definition, report)
     if special is not None:
@@ -209,11 +270,16 @@ def read_source(definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataF
         frame = _read_shapefile(path, definition, report)
     else:
         frame = _read_ogr(path, layer=definition.source.layer, encoding=definition.source.encoding,
-                          label=definition.label)
+                          label=definition.label, report=report)
         try:
             report.driver = str(pyogrio.read_info(path, layer=definition.source.layer)["driver"])
         except (DataSourceError, DataLayerError):
             report.driver = "unknown"
+    if suffix in (".geojson", ".json") and path.is_file():
+        nuls = path.read_bytes().count(b"\\u0000")
+        if nuls:
+            report.warn(f"{path.name} has {nuls} NUL character(s) (\\u0000) in text: GDAL cuts each such value "
+                        f"short at the NUL; check those values in the source")
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame.columns:
         raise SourceFormatError(f"{path}: has no geometry column; for a table, set source.coordinates")
     return frame
@@ -233,7 +299,8 @@ def resolve_crs(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: Lo
     label = definition.label
     file_epsg: int | None = None
     if frame.crs is not None:
-        file_epsg = parse_crs(frame.crs, what=f"{label}: CRS of {definition.source_path.name}").to_epsg()
+        crs = frame.crs.to_2d() if len(frame.crs.axis_info) > 2 else frame.crs  # 3D (e.g. EPSG:4979) -> 2D
+        file_epsg = parse_crs(crs, what=f"{label}: CRS of {definition.source_path.name}").to_epsg()
     if definition.source.crs is not None:
         declared = parse_crs(definition.source.crs, what=f"{label}: source.crs").to_epsg()
         assert declared is not None

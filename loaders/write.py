@@ -13,6 +13,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import shapely
@@ -21,6 +22,7 @@ from psycopg import sql
 from loaders.copy_binary import HEADER, TRAILER, encode_rows
 from loaders.layer import NormalisedLayer
 from loaders.report import LoadReport
+from sdi.catalogue.store import refresh_record, temporal_extent
 from sdi.crs import HK_GRID
 from sdi.layerdef import LayerDefinition
 from sdi.settings import Settings
@@ -124,7 +126,22 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
             ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
         report.features_written = written
         load_id = _record(conn, definition, layer, report, started_at, loader_version, extent)
+        dates = [f.name for f in layer.fields if f.type in ("date", "timestamp", "timestamptz")]
+        refresh_record(conn, definition, kind="vector", public_url=settings.public_url, bounds=extent,
+                       lineage=lineage(report, load_id, loader_version, started_at),
+                       temporal=temporal_extent(conn, table, dates))
     return load_id
+
+
+def lineage(report: LoadReport, load_id: int, loader_version: str, started_at: dt.datetime) -> dict[str, object]:
+    """The lineage part of a catalogue record: where the data came from and what the load did to it."""
+    return {
+        "source_file": Path(report.source_path).name, "source_sha256": report.source_sha256,
+        "source_crs": report.source_crs, "crs_origin": report.crs_origin, "transformation": report.transformation,
+        "encoding": report.encoding, "loaded_at": started_at.isoformat(), "loader_version": loader_version,
+        "load_id": load_id, "features_read": report.features_read, "features_written": report.features_written,
+        "repaired": dict(report.repaired), "dropped": dict(report.dropped), "warnings": list(report.warnings),
+    }
 
 
 def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer, report: LoadReport,

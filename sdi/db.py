@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from sdi.errors import DatabaseUnavailableError
+from sdi.errors import DatabaseUnavailableError, SdiError
 from sdi.settings import Settings
 
 EXTENSIONS = ("postgis", "pg_trgm")
@@ -160,7 +160,11 @@ def upgrade(settings: Settings) -> list[Migration]:
         for migration in migrations():
             if migration.version <= current:
                 continue
-            conn.execute(migration.sql.encode("utf-8"))
+            try:
+                conn.execute(migration.sql.encode("utf-8"))
+            except psycopg.Error as exc:
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise SdiError(f"migration {migration.version:04d}_{migration.name} failed: {detail}") from exc
             conn.execute(
                 "insert into sdi.schema_migrations (version, name) values (%s, %s)",
                 (migration.version, migration.name),

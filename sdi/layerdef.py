@@ -21,6 +21,18 @@ GeometryType = Literal[
 ]
 FieldType = Literal["text", "integer", "bigint", "float", "boolean", "date", "timestamp", "json"]
 LayerId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+#: ISO 19115 MD_TopicCategoryCode values.
+TopicCategory = Literal[
+    "farming", "biota", "boundaries", "climatologyMeteorologyAtmosphere", "economy", "elevation", "environment",
+    "geoscientificInformation", "health", "imageryBaseMapsEarthCover", "intelligenceMilitary", "inlandWaters",
+    "location", "oceans", "planningCadastre", "society", "structure", "transportation",
+    "utilitiesCommunication",
+]
+#: ISO 19115 MD_MaintenanceFrequencyCode values.
+UpdateFrequency = Literal[
+    "continual", "daily", "weekly", "fortnightly", "monthly", "quarterly", "biannually", "annually", "asNeeded",
+    "irregular", "notPlanned", "unknown",
+]
 
 
 class _Strict(BaseModel):
@@ -85,6 +97,9 @@ class LayerDefinition(_Strict):
     primary_key: str | None = None
     geometry_type: GeometryType | None = None
     keywords: list[str] = Field(default_factory=list)
+    theme: TopicCategory | None = None
+    update_frequency: UpdateFrequency = "notPlanned"
+    attribution: str | None = None
     synthetic: bool = False
 
     _yaml_path: Path | None = PrivateAttr(default=None)

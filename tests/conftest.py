@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,12 @@ def _server_url() -> str:
 def _with_dbname(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo(**params)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A new, initialised database (extensions, roles, schemas, migrations) for this test run."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """Create a new, initialised database (extensions, roles, schemas, migrations); drop it afterwards."""
     name = f"sdi_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin_url = _with_dbname(_server_url(), "postgres")
     try:
@@ -54,6 +55,13 @@ def database_url() -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A new, initialised database for this test run."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

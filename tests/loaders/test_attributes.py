@@ -36,9 +36,14 @@ def test_snake_ascii(raw: str, expected: str) -> None:
 
 
 def test_column_names_unique_and_never_reserved() -> None:
-    names = column_names(["Name", "NAME", "數據集", "geom", "fid", "1st"], {}, {"fid"})
-    assert names == {"Name": "name", "NAME": "name_2", "數據集": "field_3", "geom": "geom_src", "fid": "fid_src",
-                     "1st": "f_1st"}
+    names = column_names(["Name", "NAME", "數據集", "geom", "fid", "1st", "冷門欄"], {}, {"fid"})
+    assert names == {"Name": "name", "NAME": "name_2", "數據集": "dataset_zh", "geom": "geom_src", "fid": "fid_src",
+                     "1st": "f_1st", "冷門欄": "field_7"}
+
+
+def test_glossary_ignores_spaces_and_fullwidth_brackets() -> None:
+    assert column_names(["地面海拔高度 （米）", "地 址"], {}, set()) == {
+        "地面海拔高度 （米）": "ground_elevation_m_zh", "地 址": "address_zh"}
 
 
 def test_declared_rename_wins() -> None:
@@ -56,9 +61,10 @@ def test_nan_text_to_null_and_nfc() -> None:
 
 
 def test_original_names_kept_in_field_list() -> None:
-    attrs = normalise_attributes(_frame({"設施名稱": ["x"], "Easting": ["1"]}), _definition(), LoadReport("t", "x"))
+    attrs = normalise_attributes(_frame({"設施名稱": ["x"], "冷門欄": ["y"], "Easting": ["1"]}), _definition(),
+                                 LoadReport("t", "x"))
     assert [(f.name, f.original_name) for f in attrs.fields] == [
-        ("fid", "(generated)"), ("field_1", "設施名稱"), ("easting", "Easting")]
+        ("fid", "(generated)"), ("facility_name_zh", "設施名稱"), ("field_2", "冷門欄"), ("easting", "Easting")]
 
 
 def test_numbers_detected_only_when_every_value_parses() -> None:

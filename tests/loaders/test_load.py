@@ -18,11 +18,13 @@ import pytest
 from pyproj import Transformer
 
 from loaders import load
+from loaders.raster import RASTER_SUFFIXES
 from sdi.layerdef import read_definition
 from sdi.settings import Settings
 from tests.conftest import DATA, LAYERS, ROOT
 
-SAMPLE_LAYERS = sorted(p.stem for p in LAYERS.glob("*.yml"))
+SAMPLE_LAYERS = sorted(p.stem for p in LAYERS.glob("*.yml")
+                       if read_definition(p).source_path.suffix.lower() not in RASTER_SUFFIXES)
 
 
 @pytest.mark.parametrize("layer_id", SAMPLE_LAYERS)

@@ -1,125 +1,49 @@
-"""The ``sdi`` command line: database set-up, layer validation and loading.
-
-Every :class:`~sdi.errors.SdiError` becomes one ``error: ...`` line on standard error and exit code 1.
-"""
+"""``sdi layers`` and ``sdi load``: layer definitions, loading, and what is loaded."""
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sdi.cli._common import clean_errors, consoles, settings_from_env
 from sdi.errors import ConfigError, SdiError
-from sdi.settings import Settings
 
-app = typer.Typer(help="HK SDI: load Hong Kong geodata into PostGIS (EPSG:2326) and publish it.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-db_app = typer.Typer(help="Create and upgrade the SDI database.", no_args_is_help=True)
 layers_app = typer.Typer(help="Layer definitions (layers/*.yml) and loaded layers.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(layers_app, name="layers")
-
-
-
-class _Consoles:
-    """Rich consoles, made on first use (they write to whatever sys.stdout/stderr is then)."""
-
-    @functools.cached_property
-    def out(self) -> Console:
-        return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-
-    @functools.cached_property
-    def err(self) -> Console:
-        return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-_consoles = _Consoles()
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _clean_errors(fn: F) -> F:
-    """Turn :class:`SdiError` into one ``error:`` line on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SdiError as exc:
-            _consoles.err.print(f"error: {exc}", markup=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:  # pydantic ValidationError: a bad SDI_* variable
-        raise ConfigError(f"invalid SDI_* setting: {str(exc).splitlines()[1:3]}") from exc
-
-
-@db_app.command("init")
-@_clean_errors
-def db_init(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when up to date.")] = False,
-            ) -> None:
-    """Create extensions, roles, schemas `sdi` and `layers`, and apply migrations."""
-    from sdi.db import init_db, redact
-
-    settings = _settings()
-    applied = init_db(settings)
-    if applied or not quiet:
-        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
-        _consoles.out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
-
-
-@db_app.command("upgrade")
-@_clean_errors
-def db_upgrade() -> None:
-    """Apply pending migrations of schema `sdi`."""
-    from sdi.db import redact, upgrade
-
-    settings = _settings()
-    applied = upgrade(settings)
-    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
-    _consoles.out.print(f"database {redact(settings.database_url)}: migrations applied: {names}")
 
 
 @layers_app.command("validate")
-@_clean_errors
+@clean_errors
 def layers_validate(
     files: Annotated[list[Path] | None, typer.Argument(help="YAML files (default: every file in layers/).")] = None,
 ) -> None:
     """Validate layer definitions; print every error with its file and key."""
     from sdi.layerdef import definition_files, validate_files
 
-    paths = files or definition_files(_settings().layers_dir)
+    paths = files or definition_files(settings_from_env().layers_dir)
     good, problems = validate_files(paths)
     for line in problems:
-        _consoles.err.print(f"error: {line}", markup=False)
-    _consoles.out.print(f"{len(good)} valid, {len(paths) - len(good)} invalid layer definition(s)")
+        consoles.err.print(f"error: {line}", markup=False)
+    consoles.out.print(f"{len(good)} valid, {len(paths) - len(good)} invalid layer definition(s)")
     if problems:
         raise typer.Exit(1)
 
 
 @layers_app.command("list")
-@_clean_errors
+@clean_errors
 def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the loaded layers: id, title, geometry type, feature count, last load."""
     from sdi.db import connect
 
-    with connect(_settings()) as conn:
+    with connect(settings_from_env()) as conn:
         rows = conn.execute(
             "select id, title_en, title_zh, geometry_type, feature_count, loaded_at, synthetic"
             " from sdi.layer order by id").fetchall()
     if as_json:
-        _consoles.out.print_json(data=[dict(zip(("id", "title_en", "title_zh", "geometry_type", "feature_count",
+        consoles.out.print_json(data=[dict(zip(("id", "title_en", "title_zh", "geometry_type", "feature_count",
                                           "loaded_at", "synthetic"), r, strict=True)) for r in rows],
                        default=str)
         return
@@ -130,7 +54,7 @@ def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         title = f"{r[1]} / {r[2]}" if r[2] else r[1]
         table.add_row(r[0], title + (" [synthetic]" if r[6] else ""), r[3], f"{r[4]:,}",
                       r[5].strftime("%Y-%m-%d %H:%M"))
-    _consoles.out.print(table)
+    consoles.out.print(table)
 
 
 def _summary(report: object) -> Table:
@@ -159,8 +83,8 @@ def _summary(report: object) -> Table:
     return table
 
 
-@app.command("load")
-@_clean_errors
+
+@clean_errors
 def load_cmd(
     refs: Annotated[list[str] | None, typer.Argument(help="Layer ids or YAML files.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Load every layer in layers/.")] = False,
@@ -171,7 +95,7 @@ def load_cmd(
     from loaders import load
     from sdi.layerdef import LayerDefinition, definition_files, read_definition, resolve
 
-    settings = _settings()
+    settings = settings_from_env()
     if all_ and refs:
         raise ConfigError("give layer ids or --all, not both")
     if not all_ and not refs:
@@ -184,14 +108,14 @@ def load_cmd(
                 definitions.append(read_definition(path))
             except SdiError as exc:  # report it, load the others
                 failures += 1
-                _consoles.err.print(f"error: {exc}", markup=False)
+                consoles.err.print(f"error: {exc}", markup=False)
     else:
         definitions = [resolve(r, settings.layers_dir) for r in refs or []]
     attempted = len(definitions) + failures
     for definition in definitions:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=_consoles.err, transient=True,
-                            disable=as_json or not _consoles.err.is_terminal)
+                            TimeElapsedColumn(), console=consoles.err, transient=True,
+                            disable=as_json or not consoles.err.is_terminal)
         failure: SdiError | None = None
         with progress:
             task = progress.add_task(f"{definition.id}: read", total=None)
@@ -208,35 +132,21 @@ def load_cmd(
                 failure = exc
         if failure is not None:
             failures += 1
-            _consoles.err.print(f"error: {failure}", markup=False)
+            consoles.err.print(f"error: {failure}", markup=False)
             continue
         reports.append(report)
         if not as_json:
             if dry_run:
-                _consoles.out.print(f"[bold]{definition.id}[/]: checked (dry run), nothing written")
+                consoles.out.print(f"[bold]{definition.id}[/]: checked (dry run), nothing written")
             else:
-                _consoles.out.print(f"[bold]{definition.id}[/]: loaded {report.features_written:,} features into "
+                consoles.out.print(f"[bold]{definition.id}[/]: loaded {report.features_written:,} features into "
                                     f"layers.{definition.id} (load {report.load_id})")
-            _consoles.out.print(_summary(report))
+            consoles.out.print(_summary(report))
     if as_json:
-        _consoles.out.print_json(data=[r.to_dict() for r in reports], default=str)
+        consoles.out.print_json(data=[r.to_dict() for r in reports], default=str)
     if failures and attempted > 1:
-        _consoles.err.print(f"{failures} of {attempted} layer(s) failed; the database is unchanged for those")
+        consoles.err.print(f"{failures} of {attempted} layer(s) failed; the database is unchanged for those")
     if failures:
         raise typer.Exit(1)
 
 
-def main() -> None:
-    """Entry point of the ``sdi`` console script."""
-    try:
-        app()
-    except SdiError as exc:
-        _consoles.err.print(f"error: {exc}", markup=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        _consoles.err.print("error: interrupted; nothing was committed for the layer being loaded", markup=False)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
