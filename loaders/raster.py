@@ -1,16 +1,15 @@
 """Raster layers (GeoTIFF, ASCII grid) → Cloud Optimized GeoTIFF in EPSG:2326.
 
-A load reads every pixel of the source once (a truncated file fails before anything is written),
-settles its CRS (declared ``source.crs`` wins, then the file's; never inferred for rasters), checks
-that it lies inside Hong Kong, then copies it pixel for pixel (already EPSG:2326) or warps it with
-nearest-neighbour resampling (so categorical codes survive) into a tiled staging GeoTIFF in
-``<data_dir>/rasters/``, and translates that into a COG (DEFLATE, nearest-neighbour overviews).
+A load reads every pixel once (a truncated file fails before anything is written), settles the CRS
+(declared ``source.crs`` wins, then the file's; never inferred for rasters), checks the Hong Kong extent,
+copies the pixels unchanged (EPSG:2326 sources) or warps them with nearest-neighbour resampling (so
+categorical codes survive) into a staging GeoTIFF in ``<data_dir>/rasters/``, and translates that into
+a COG (DEFLATE, nearest-neighbour overviews) tagged ``SDI_LAYER_ID``/``SDI_LOAD_ID``/``SDI_SOURCE_SHA256``.
 
-Publishing is atomic. Under the per-layer advisory lock that vector loads take (held for the whole
-load), one transaction inserts the ``sdi.load_history`` row and upserts the ``sdi.layer`` row; just
-before the commit the COG replaces ``rasters/<id>.tif`` (``os.replace``). If anything fails before
-the commit completes, the previous COG is put back from a hard-linked backup and the rows roll back.
-The COG carries ``SDI_LAYER_ID``, ``SDI_LOAD_ID`` and ``SDI_SOURCE_SHA256`` tags linking it to its row.
+Publishing is atomic. Under the per-layer advisory lock vector loads take (held for the whole load), one
+transaction writes the ``sdi.load_history`` and ``sdi.layer`` rows and, just before the commit, the COG
+replaces ``rasters/<id>.tif`` (``os.replace``); if anything fails before the commit completes, the rows
+roll back and the previous COG is put back from a hard-linked backup.
 
 ``features_read`` and ``features_written`` count pixels per band (width × height) of the source and
 of the COG; the band count, valid pixels and value ranges are in the report's notes.
@@ -23,6 +22,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -47,7 +47,9 @@ from rasterio.windows import Window
 
 from loaders.read import sha256_file
 from loaders.report import LoadReport
+from loaders.write import lineage
 from sdi import __version__
+from sdi.catalogue.store import refresh_record
 from sdi.crs import HK_GRID, Reprojection, check_hk_extent, parse_crs, reprojection
 from sdi.db import connect
 from sdi.errors import CrsError, LoadInterruptedError, SourceFormatError, SourceNotFoundError
@@ -90,7 +92,6 @@ class Plan:
 
     @property
     def copied(self) -> bool:
-        """True when the pixels are copied unchanged (the source is already EPSG:2326)."""
         return self.reprojection.transformer is None
 
 
@@ -123,13 +124,7 @@ def _row_windows(width: int, height: int) -> Iterator[Window]:
 
 
 def scan(src: DatasetReader, nodata: float | None, where: Path) -> list[BandStats]:
-    """Read every pixel of every band once; count pixels with data and their range.
-
-    Raises
-    ------
-    SourceFormatError
-        When a block cannot be read (a truncated or corrupt file).
-    """
+    """Read every pixel once; count pixels with data and their range (SourceFormatError if unreadable)."""
     stats = [BandStats() for _ in range(src.count)]
     for band, st in enumerate(stats, start=1):
         for window in _row_windows(src.width, src.height):
@@ -151,7 +146,12 @@ def scan(src: DatasetReader, nodata: float | None, where: Path) -> list[BandStat
 
 def _source_epsg(src: DatasetReader, definition: LayerDefinition, report: LoadReport) -> int:
     label, name = definition.label, definition.source_path.name
-    file_epsg = parse_crs(src.crs.to_wkt(), what=f"{label}: CRS of {name}").to_epsg() if src.crs else None
+    prj = definition.source_path.with_suffix(".prj")
+    file_epsg = None
+    if src.driver == "AAIGrid" and prj.is_file():  # GDAL's rewrite of ESRI WKT loses the EPSG match
+        file_epsg = parse_crs(prj.read_text(encoding="utf-8", errors="replace"), what=f"{label}: {prj.name}").to_epsg()
+    elif src.crs:
+        file_epsg = parse_crs(src.crs.to_wkt(), what=f"{label}: CRS of {name}").to_epsg()
     if definition.source.crs is not None:
         declared = parse_crs(definition.source.crs, what=f"{label}: source.crs").to_epsg()
         assert declared is not None
@@ -196,7 +196,7 @@ def gdal_operation(rep: Reprojection) -> str:
 
 
 def _corners(src: DatasetReader) -> Bounds:
-    xs, ys = zip(*(src.transform * xy for xy in ((0, 0), (src.width, 0), (0, src.height),
+    xs, ys = zip(*(src.transform @ xy for xy in ((0, 0), (src.width, 0), (0, src.height),
                                                   (src.width, src.height))), strict=True)
     return min(xs), min(ys), max(xs), max(ys)
 
@@ -246,9 +246,9 @@ def plan(src: DatasetReader, definition: LayerDefinition, report: LoadReport) ->
 
 
 def _blocksize(width: int, height: int) -> int:
-    """Tile size: 512 px, smaller for small rasters so that they still get at least one overview."""
+    """Tile size: 512 px, down to 128 px (GDAL's minimum for COGs) so that small rasters get overviews."""
     size = 512
-    while size > 64 and size * 2 > max(width, height):
+    while size > 128 and size * 2 > max(width, height):
         size //= 2
     return size
 
@@ -278,13 +278,7 @@ def write_staging(src: DatasetReader, p: Plan, path: Path, tags: dict[str, str],
 
 
 def write_cog(staging: Path, cog: Path) -> list[int]:
-    """Translate the staging GeoTIFF into a COG; return its overview factors.
-
-    Raises
-    ------
-    LoadInterruptedError
-        When GDAL did not produce a valid COG layout (nothing is published then).
-    """
+    """Translate the staging GeoTIFF into a COG, check its layout, and return its overview factors."""
     with rasterio.open(staging) as s:
         blocksize = _blocksize(s.width, s.height)
     rasterio.shutil.copy(staging, cog, driver="COG", BLOCKSIZE=blocksize, COMPRESS="DEFLATE", PREDICTOR="YES",
@@ -312,7 +306,10 @@ def _swap_in(new: Path, final: Path, backup: Path) -> bool:
     """Replace ``final`` with ``new``, keeping the previous file at ``backup``; True if there was one."""
     had = final.exists()
     if had:
-        os.link(final, backup)
+        try:
+            os.link(final, backup)
+        except OSError:  # no hard links on this file system
+            shutil.copy2(final, backup)
     os.replace(new, final)
     return had
 
@@ -327,9 +324,9 @@ def _raster_json(p: Plan, path: str, stats: list[BandStats], overviews: list[int
                       for i, (d, s) in enumerate(zip(p.descriptions, stats, strict=True), start=1)]}
 
 
-def record(conn: psycopg.Connection, definition: LayerDefinition, report: LoadReport, load_id: int,
-           started_at: dt.datetime, raster: dict[str, Any], bounds: Bounds) -> None:
-    """Insert the load-history row and upsert the ``sdi.layer`` row (kind 'raster'), in the caller's transaction."""
+def record(conn: psycopg.Connection, definition: LayerDefinition, settings: Settings, report: LoadReport,
+           load_id: int, started_at: dt.datetime, raster: dict[str, Any], bounds: Bounds) -> None:
+    """Insert the history row, upsert the ``sdi.layer`` row (kind 'raster') and its catalogue columns."""
     conn.execute(
         "insert into sdi.load_history (load_id, layer_id, started_at, source_path, source_sha256, source_crs,"
         " transformation, loader_version, features_read, features_written, report)"
@@ -351,6 +348,8 @@ def record(conn: psycopg.Connection, definition: LayerDefinition, report: LoadRe
          "n": report.features_written, "x0": bounds[0], "y0": bounds[1], "x1": bounds[2], "y1": bounds[3],
          "syn": definition.synthetic, "def": definition.model_dump_json(), "load": load_id,
          "path": raster["path"], "raster": json.dumps(raster)})
+    refresh_record(conn, definition, kind="raster", public_url=settings.public_url, bounds=bounds,
+                   lineage=lineage(report, load_id, __version__, started_at))
 
 
 def _owner_role(conn: psycopg.Connection, settings: Settings) -> None:
@@ -358,22 +357,19 @@ def _owner_role(conn: psycopg.Connection, settings: Settings) -> None:
         conn.execute(sql.SQL("set local role {}").format(sql.Identifier(settings.owner_role)))
 
 
-def _read(definition: LayerDefinition, report: LoadReport) -> None:
-    """Warn about vector-only keys, which rasters ignore."""
+def _describe(report: LoadReport, src: DatasetReader, p: Plan, definition: LayerDefinition) -> None:
     ignored = [f"source.{k}" for k in _VECTOR_ONLY_KEYS if getattr(definition.source, k) is not None]
     ignored += [k for k in ("fields", "primary_key", "geometry_type") if getattr(definition, k)]
     if ignored:
         report.warn(f"ignored for a raster layer: {', '.join(ignored)}")
-
-
-def _describe(report: LoadReport, src: DatasetReader, p: Plan) -> None:
+    unit = CRS.from_epsg(p.source_epsg).axis_info[0].unit_name
     report.note(f"raster: {src.count} band(s) {p.dtype}, {src.width} x {src.height} pixels of "
-                f"{abs(src.transform.a):g} x {abs(src.transform.e):g} source units")
+                f"{abs(src.transform.a):g} x {abs(src.transform.e):g} {unit}")
     for i, (d, st) in enumerate(zip(p.descriptions, p.stats, strict=True), start=1):
         span = f", values {st.minimum:g} to {st.maximum:g}" if st.valid else ""
         report.note(f"band {i} '{d}': {st.valid:,} of {src.width * src.height:,} pixels hold data{span}")
     if p.copied:
-        report.note("already EPSG:2326: pixels copied unchanged")
+        report.note("already EPSG:2326: no reprojection, pixels copied unchanged")
     else:
         report.note(f"reprojected EPSG:{p.source_epsg} -> EPSG:2326 with nearest-neighbour resampling: "
                     f"{p.width} x {p.height} pixels of {p.transform.a:.6g} m")
@@ -422,14 +418,13 @@ def load_raster(definition: LayerDefinition, settings: Settings, *, dry_run: boo
             stage(name)
 
     timed("read", None)
-    _read(definition, report)
     with _open(path, definition.label) as src:
         report.driver = src.driver
         report.source_sha256 = sha256_file(path)
         p = plan(src, definition, report)
         p.stats = scan(src, src.nodata, path)
         report.features_read = src.width * src.height
-        _describe(report, src, p)
+        _describe(report, src, p, definition)
         if dry_run:
             timed("done", "read")
             report.seconds = round(time.perf_counter() - started, 3)
@@ -442,8 +437,7 @@ def load_raster(definition: LayerDefinition, settings: Settings, *, dry_run: boo
 def _publish(src: DatasetReader, p: Plan, definition: LayerDefinition, settings: Settings, report: LoadReport,
              started_at: dt.datetime, timed: Callable[[str, str | None], None], progress: Progress | None) -> None:
     folder = settings.data_dir / RASTER_DIR
-    final = folder / f"{definition.id}.tif"
-    lock = f"sdi.load.{definition.id}"
+    final, lock = folder / f"{definition.id}.tif", f"sdi.load.{definition.id}"
     with connect(settings, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(hashtext(%s))", (lock,))
         try:
@@ -467,31 +461,16 @@ def _publish(src: DatasetReader, p: Plan, definition: LayerDefinition, settings:
                     written = scan(cog, p.nodata, temp["cog"])
                 if p.copied and [s.valid for s in written] != [s.valid for s in p.stats]:
                     raise LoadInterruptedError(f"{final}: the COG's valid pixels differ from the source's")
-                blocksize = _blocksize(p.width, p.height)
-                report.features_written = p.width * p.height
+                blocksize, report.features_written = _blocksize(p.width, p.height), p.width * p.height
                 report.note(f"written as COG with {len(overviews)} overview level(s) {overviews} (nearest), "
                             f"{blocksize} x {blocksize} tiles, DEFLATE, nodata={p.nodata}: {final}")
                 if previous and previous[0] == "vector":
                     report.warn(f"layer {definition.id} was a vector layer: layers.{definition.id} is left in place")
                 timed("write", "cog")
                 raster = _raster_json(p, f"{RASTER_DIR}/{final.name}", written, overviews, blocksize)
-                report.load_id = load_id
-                swapped, had_previous = False, False
-                try:
-                    with conn.transaction():
-                        _owner_role(conn, settings)
-                        record(conn, definition, report, load_id, started_at, raster, p.bounds)
-                        had_previous, swapped = _swap_in(temp["cog"], final, temp["previous"]), True
-                        if progress:
-                            progress(src.count, src.count)
-                except BaseException:
-                    report.load_id = None
-                    if swapped:  # put the previous COG back (or remove the new one if there was none)
-                        if had_previous:
-                            os.replace(temp["previous"], final)
-                        else:
-                            final.unlink(missing_ok=True)
-                    raise
+                last = (lambda: progress(src.count, src.count)) if progress else (lambda: None)
+                _commit(conn, settings, definition, report, load_id, started_at, raster, p.bounds,
+                        (temp["cog"], final, temp["previous"]), last)
                 timed("done", "write")
             finally:
                 for f in temp.values():
@@ -499,3 +478,25 @@ def _publish(src: DatasetReader, p: Plan, definition: LayerDefinition, settings:
         finally:
             with suppress(psycopg.Error):
                 conn.execute("select pg_advisory_unlock(hashtext(%s))", (lock,))
+
+
+def _commit(conn: psycopg.Connection, settings: Settings, definition: LayerDefinition, report: LoadReport,
+            load_id: int, started_at: dt.datetime, raster: dict[str, Any], bounds: Bounds,
+            files: tuple[Path, Path, Path], before_commit: Callable[[], None]) -> None:
+    """Record the rows and swap the COG in, in one transaction; on any failure restore the previous COG."""
+    new, final, backup = files
+    report.load_id = load_id
+    swapped, had_previous = False, False
+    try:
+        with conn.transaction():
+            _owner_role(conn, settings)
+            record(conn, definition, settings, report, load_id, started_at, raster, bounds)
+            had_previous, swapped = _swap_in(new, final, backup), True
+            before_commit()
+    except BaseException:
+        report.load_id = None
+        if swapped and had_previous:
+            os.replace(backup, final)
+        elif swapped:
+            final.unlink(missing_ok=True)
+        raise

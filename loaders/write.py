@@ -174,7 +174,8 @@ def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: Normal
         " custodian = excluded.custodian, licence = excluded.licence, geometry_type = excluded.geometry_type,"
         " primary_key = excluded.primary_key, feature_count = excluded.feature_count,"
         " extent = excluded.extent, fields = excluded.fields, synthetic = excluded.synthetic,"
-        " definition = excluded.definition, load_id = excluded.load_id, loaded_at = excluded.loaded_at",
+        " definition = excluded.definition, load_id = excluded.load_id, loaded_at = excluded.loaded_at,"
+        " kind = 'vector', file_path = null, raster = null",
         {"id": definition.id, "table": f"{SCHEMA}.{definition.id}", "ten": definition.title.en,
          "tzh": definition.title.zh, "aen": definition.abstract.en, "azh": definition.abstract.zh,
          "cust": definition.custodian, "lic": definition.licence, "gt": layer.geometry_type,

@@ -1,7 +1,9 @@
-"""``sdi catalogue``: search the catalogue and show records."""
+"""``sdi catalogue``: search the catalogue, show records and export their metadata."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,3 +57,29 @@ def show_cmd(record_id: Annotated[str, typer.Argument(help="Layer id.")],
         return
     for key, value in record.model_dump(exclude={"fields", "lineage", "links", "score"}).items():
         consoles.out.print(f"{key}: {value}", markup=False)
+
+
+@catalogue_app.command("export")
+@clean_errors
+def export_cmd(
+    record_id: Annotated[str, typer.Argument(help="Layer id.")],
+    fmt: Annotated[str, typer.Option("--format", "-f",
+                                     help="iso19139 (XML), dcat (JSON-LD) or mcf (YAML).")] = "iso19139",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Export one record's metadata as ISO 19139 XML, DCAT JSON-LD or pygeometa MCF (YAML)."""
+    from sdi.catalogue import Catalogue
+    from sdi.catalogue.export import FORMATS, export
+    from sdi.errors import ConfigError
+
+    if fmt.strip().lower() not in FORMATS:  # before touching the database
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    text = export(Catalogue(settings_from_env()).get(record_id), fmt)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--output: cannot write {output}: {exc.strerror or exc}") from exc
+    consoles.err.print(f"wrote {fmt} metadata for {record_id} to {output}", markup=False)

@@ -40,7 +40,7 @@ def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
     with connect(settings_from_env()) as conn:
         rows = conn.execute(
-            "select id, title_en, title_zh, geometry_type, feature_count, loaded_at, synthetic"
+            "select id, title_en, title_zh, coalesce(geometry_type, kind), feature_count, loaded_at, synthetic"
             " from sdi.layer order by id").fetchall()
     if as_json:
         consoles.out.print_json(data=[dict(zip(("id", "title_en", "title_zh", "geometry_type", "feature_count",
@@ -139,8 +139,13 @@ def load_cmd(
             if dry_run:
                 consoles.out.print(f"[bold]{definition.id}[/]: checked (dry run), nothing written")
             else:
-                consoles.out.print(f"[bold]{definition.id}[/]: loaded {report.features_written:,} features into "
-                                    f"layers.{definition.id} (load {report.load_id})")
+                if report.geometry_type == "Raster":
+                    target = settings.data_dir / "rasters" / f"{definition.id}.tif"
+                    consoles.out.print(f"[bold]{definition.id}[/]: loaded {report.features_written:,} pixels per "
+                                       f"band into {target} (load {report.load_id})")
+                else:
+                    consoles.out.print(f"[bold]{definition.id}[/]: loaded {report.features_written:,} features "
+                                       f"into layers.{definition.id} (load {report.load_id})")
             consoles.out.print(_summary(report))
     if as_json:
         consoles.out.print_json(data=[r.to_dict() for r in reports], default=str)

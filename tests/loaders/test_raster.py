@@ -18,15 +18,16 @@ from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from loaders import load
-from loaders.raster import RASTER_SUFFIXES
+from loaders.raster import RASTER_SUFFIXES, gdal_operation
 from sdi.cli import app
+from sdi.crs import reprojection
 from sdi.errors import CrsError, ExtentError, SdiError, SourceFormatError
 from sdi.layerdef import read_definition
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, SAMPLE, db_snapshot
+from tests.conftest import DATA, LAYERS, ROOT, SAMPLE, db_snapshot
 
-DEM_LAYERS = sorted(p.stem for p in LAYERS.glob("mudflat_elevation_*.yml"))
-DEM_1991 = SAMPLE / "dem_deepbay" / "MudflatElevation_DeepBayHK_1991-2000.tif"
+DEM_LAYERS = sorted(p.stem for p in LAYERS.glob("synthetic_mudflat_elevation*.yml"))
+DEM_1991 = SAMPLE / "synthetic" / "dem_deepbay_synthetic.tif"
 RASTER = DATA / "raster"
 
 
@@ -55,10 +56,10 @@ def _write_tif(path: Path, data: np.ndarray, *, west: float, north: float, res: 
 
 
 def _lonlat_grid(tmp_path: Path) -> Path:
-    """50 x 40 pixels of 0.001° over Kowloon/Sha Tin in EPSG:4326, float32 codes 1..50 by column."""
-    data = np.tile(np.arange(1, 51, dtype="float32"), (40, 1))
-    data[:5, :5] = -9999.0
-    return _write_tif(tmp_path / "lonlat.tif", data, west=114.15, north=22.38, res=0.001, crs="EPSG:4326",
+    """300 x 200 pixels of 0.0002° over Kowloon/Sha Tin in EPSG:4326, float32 codes 1..50 (6 columns each)."""
+    data = np.tile(np.arange(300, dtype="float32") // 6 + 1, (200, 1))
+    data[:30, :30] = -9999.0
+    return _write_tif(tmp_path / "lonlat.tif", data, west=114.15, north=22.38, res=0.0002, crs="EPSG:4326",
                       nodata=-9999.0)
 
 
@@ -74,7 +75,7 @@ def test_sample_dem_loads_as_cog(layer_id: str, settings: Settings, db: psycopg.
         assert out.transform == src.transform and out.shape == src.shape == (229, 186)
         source = src.read(1)
         np.testing.assert_array_equal(out.read(1), source)  # NaN where NaN, every value identical
-        assert out.descriptions == src.descriptions == ("mean",)
+        assert out.descriptions == src.descriptions and out.descriptions[0]
         assert out.tags()["AREA_OR_POINT"] == "Area"
         assert out.tags()["SDI_LOAD_ID"] == str(report.load_id) and out.tags()["SDI_LAYER_ID"] == layer_id
     with rasterio.open(cog, overview_level=0) as overview:  # nearest overviews keep codes and heights
@@ -90,8 +91,15 @@ def test_sample_dem_loads_as_cog(layer_id: str, settings: Settings, db: psycopg.
                      " raster->>'nodata', (raster->>'band_count')::int, raster->'bands'->0->>'description',"
                      " st_xmin(extent), st_ymin(extent), st_xmax(extent), st_ymax(extent)"
                      " from sdi.layer where id = %s", (layer_id,)).fetchone()
+    with rasterio.open(definition.source_path) as src:
+        description = src.descriptions[0]
     assert row == ("raster", f"rasters/{layer_id}.tif", None, 2326, 186 * 229, report.load_id, "float32", "NaN",
-                   1, "mean", 816300.0, 836790.0, 821880.0, 843660.0)
+                   1, description, 816300.0, 836790.0, 821880.0, 843660.0)
+    catalogue = db.execute("select keywords_zh, st_srid(extent_crs84), theme, lineage->>'load_id', links::text"
+                           " from sdi.layer where id = %s", (layer_id,)).fetchone()
+    assert catalogue is not None and "泥灘" in catalogue[0] and catalogue[1:4] == (4326, "elevation",
+                                                                                str(report.load_id))
+    assert "coverage?f=GTiff" in catalogue[4]
     valid = int((~np.isnan(source)).sum())
     assert db.execute("select (raster->'bands'->0->>'valid_pixels')::int from sdi.layer where id = %s",
                       (layer_id,)).fetchone() == (valid,)
@@ -116,17 +124,17 @@ def test_lonlat_raster_is_reprojected_to_where_pyproj_puts_it(tmp_path: Path, se
     assert (report.source_crs, report.crs_origin) == ("EPSG:4326", "file")
     assert "Hong Kong 1980 to WGS 84 (1)" in report.transformation
     to_grid = Transformer.from_crs(4326, 2326, always_xy=True)
-    left, bottom, right, top = to_grid.transform_bounds(114.15, 22.34, 114.20, 22.38, densify_pts=21)
+    left, bottom, right, top = to_grid.transform_bounds(114.15, 22.34, 114.21, 22.38, densify_pts=21)
     with rasterio.open(_cog(settings, "lonlat_grid")) as out:
         assert out.crs.to_epsg() == 2326 and out.nodata == -9999.0 and out.overviews(1)
         xres, yres = out.res
-        # the grid is anchored at the top-left of the reprojected bounds and covers them within one pixel
+        # anchored at the top-left of the reprojected bounds; GDAL rounds the size to whole pixels
         assert abs(out.bounds.left - left) < 0.01 and abs(out.bounds.top - top) < 0.01
-        assert 0 <= out.bounds.right - right < xres and 0 <= bottom - out.bounds.bottom < yres
-        # a pixel centre converted with pyproj holds the source value there (column 31 holds 31)
-        x, y = to_grid.transform(114.15 + 30.5 * 0.001, 22.38 - 20.5 * 0.001)
+        assert abs(out.bounds.right - right) <= xres / 2 and abs(out.bounds.bottom - bottom) <= yres / 2
+        # a pixel centre converted with pyproj holds the source value there (column 183 holds 31)
+        x, y = to_grid.transform(114.15 + 183.5 * 0.0002, 22.38 - 100.5 * 0.0002)
         assert next(out.sample([(x, y)]))[0] == 31.0
-        corner_x, corner_y = to_grid.transform(114.1505, 22.3795)  # inside the nodata block
+        corner_x, corner_y = to_grid.transform(114.151, 22.379)  # inside the nodata block
         assert next(out.sample([(corner_x, corner_y)]))[0] == -9999.0
         assert set(np.unique(out.read(1))) <= {-9999.0, *range(1, 51)}  # nearest neighbour: no new values
     assert any("nearest-neighbour" in n for n in report.notes)
@@ -145,9 +153,11 @@ def test_ascii_grid_loads(name: str, source_keys: dict[str, str], origin: str, s
         data = out.read(1)
         assert out.crs.to_epsg() == 2326 and out.nodata == -9999.0 and out.shape == (10, 12)
         assert out.descriptions == ("band 1",)
-        assert (out.bounds.left, out.bounds.top) == (821100.0, 841110.0)
-    with rasterio.open(DEM_1991) as dem:  # the extract's cells, to the two decimals the .asc keeps
-        expected = np.round(dem.read(1, window=((85, 95), (160, 172))), 2)
+    with rasterio.open(DEM_1991) as dem:  # the extract's cells (rows 85-94, cols 105-116), to two decimals
+        window = ((85, 95), (105, 117))
+        expected = np.round(dem.read(1, window=window), 2)
+        corner = dem.window_transform(window) * (0, 0)
+    assert (out.bounds.left, out.bounds.top) == corner
     np.testing.assert_allclose(np.where(data == -9999.0, np.nan, data), expected, atol=0.006)
     assert any("band descriptions set" in n and "band 1" in n for n in report.notes)
     assert db.execute("select kind, feature_count from sdi.layer where id = 'asc_grid'").fetchone() == ("raster", 120)
@@ -272,6 +282,39 @@ def test_cli_prints_a_raster_summary(settings: Settings, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "EPSG:2326 (file)" in out and "(GTiff)" in out and "read 42,594, written 42,594" in out
-    assert "written as COG with 2 overview level(s) [2, 4]" in out and "band 1 'mean'" in out
+    assert "written as COG with 1 overview level(s) [2]" in out and "band 1 'SYNTHETIC elevation" in out
     assert _cog(settings, DEM_LAYERS[0]).exists()
     shutil.rmtree(settings.data_dir)
+
+
+def test_gdal_pipeline_is_the_checked_transformation_in_authority_axis_order() -> None:
+    op = gdal_operation(reprojection(4326))  # EPSG:4326 is lat/lon and EPSG:2326 northing/easting
+    swap = "+step +proj=axisswap +order=2,1"
+    assert op.startswith(f"+proj=pipeline {swap}") and op.endswith(swap)
+    assert "+proj=helmert +x=-162.619 +y=-276.959 +z=-161.764" in op  # EPSG:1825's parameters
+    northing, easting = Transformer.from_pipeline(op).transform(22.3, 114.17)
+    x, y = Transformer.from_crs(4326, 2326, always_xy=True).transform(114.17, 22.3)
+    assert abs(easting - x) < 1e-6 and abs(northing - y) < 1e-6
+    utm = gdal_operation(reprojection(32650))  # UTM is easting first: no swap on the way in
+    assert not utm.startswith(f"+proj=pipeline {swap}") and utm.endswith(swap)
+
+
+REAL_DEM = ROOT.parent / "shared" / "data" / "hk" / "dem_mudflat_deepbay"
+
+
+@pytest.mark.skipif(not REAL_DEM.is_dir(), reason="the real Deep Bay rasters are not redistributed; "
+                                                   "they are read from ../shared when it is there")
+@pytest.mark.parametrize("period", ["1991-2000", "2001-2010", "2011-2020"])
+def test_real_deep_bay_dem_reads_without_change(period: str, tmp_path: Path) -> None:
+    from sdi.layerdef import parse_definition
+
+    source = REAL_DEM / f"MudflatElevation_DeepBayHK_{period}.tif"
+    definition = parse_definition({"id": "real_dem", "title": {"en": "t"}, "abstract": {"en": "a"},
+                                   "custodian": "c", "licence": "l", "source": {"path": str(source)}},
+                                  where="real_dem.yml")
+    report = load(definition, Settings(database_url="postgresql://127.0.0.1:1/none", data_dir=tmp_path),
+                  dry_run=True)
+    with rasterio.open(source) as src:
+        assert (report.source_crs, report.crs_origin) == ("EPSG:2326", "file")
+        assert report.features_read == src.width * src.height == 186 * 229
+    assert report.load_id is None and not any(tmp_path.iterdir())

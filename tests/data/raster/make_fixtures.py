@@ -1,9 +1,9 @@
-"""Regenerate the ASCII-grid fixtures in this folder from the Deep Bay sample DEM (deterministic).
+"""Regenerate the ASCII-grid fixtures in this folder from the synthetic sample DEM (deterministic).
 
 Run from the repository root: ``.venv/bin/python tests/data/raster/make_fixtures.py``.
 
-* ``deepbay_extract.asc``: 12 x 10 cells (rows 85-94, columns 160-171) of
-  ``data/sample/dem_deepbay/MudflatElevation_DeepBayHK_1991-2000.tif``, values rounded to 0.01 cm,
+* ``deepbay_extract.asc``: 12 x 10 cells (rows 85-94, columns 105-116) of
+  ``data/sample/synthetic/dem_deepbay_synthetic.tif`` (SYNTHETIC), values rounded to 0.01 cm,
   NaN written as ``NODATA_value -9999``; no ``.prj`` (the layer must declare ``source.crs``).
 * ``deepbay_extract_prj.asc`` + ``.prj``: the same grid with GDAL's ESRI ``.prj`` for EPSG:2326.
 """
@@ -18,8 +18,8 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE.parents[2] / "data" / "sample" / "dem_deepbay" / "MudflatElevation_DeepBayHK_1991-2000.tif"
-WINDOW = Window(160, 85, 12, 10)
+SOURCE = HERE.parents[2] / "data" / "sample" / "synthetic" / "dem_deepbay_synthetic.tif"
+WINDOW = Window(105, 85, 12, 10)
 
 
 def main() -> None:
