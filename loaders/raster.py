@@ -45,7 +45,7 @@ from rasterio.io import DatasetReader
 from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 
-from loaders.read import sha256_file
+from loaders.read import declared_crs, sha256_file
 from loaders.report import LoadReport
 from loaders.write import lineage
 from sdi import __version__
@@ -152,12 +152,8 @@ def _source_epsg(src: DatasetReader, definition: LayerDefinition, report: LoadRe
         file_epsg = parse_crs(prj.read_text(encoding="utf-8", errors="replace"), what=f"{label}: {prj.name}").to_epsg()
     elif src.crs:
         file_epsg = parse_crs(src.crs.to_wkt(), what=f"{label}: CRS of {name}").to_epsg()
-    if definition.source.crs is not None:
-        declared = parse_crs(definition.source.crs, what=f"{label}: source.crs").to_epsg()
-        assert declared is not None
-        if file_epsg is not None and file_epsg != declared:
-            report.warn(f"source.crs EPSG:{declared} overrides the file's EPSG:{file_epsg}")
-        report.source_crs, report.crs_origin = f"EPSG:{declared}", "declared"
+    declared = declared_crs(definition, file_epsg, report)
+    if declared is not None:
         return declared
     if file_epsg is None:
         raise CrsError(f"{label}: {name} has no CRS; set source.crs (for example EPSG:2326) in the layer YAML")

@@ -285,6 +285,19 @@ def read_source(definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataF
     return frame
 
 
+def declared_crs(definition: LayerDefinition, file_epsg: int | None, report: LoadReport) -> int | None:
+    """The EPSG code of ``source.crs`` when the layer declares one (recorded, and a clash with the file's
+    own CRS warned about), else ``None``."""
+    if definition.source.crs is None:
+        return None
+    declared = parse_crs(definition.source.crs, what=f"{definition.label}: source.crs").to_epsg()
+    assert declared is not None
+    if file_epsg is not None and file_epsg != declared:
+        report.warn(f"source.crs EPSG:{declared} overrides the file's EPSG:{file_epsg}")
+    report.source_crs, report.crs_origin = f"EPSG:{declared}", "declared"
+    return declared
+
+
 def resolve_crs(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: LoadReport) -> RawLayer:
     """Settle the source CRS: declared ``source.crs`` wins, then the file's, then a safe inference.
 
@@ -301,12 +314,8 @@ def resolve_crs(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: Lo
     if frame.crs is not None:
         crs = frame.crs.to_2d() if len(frame.crs.axis_info) > 2 else frame.crs  # 3D (e.g. EPSG:4979) -> 2D
         file_epsg = parse_crs(crs, what=f"{label}: CRS of {definition.source_path.name}").to_epsg()
-    if definition.source.crs is not None:
-        declared = parse_crs(definition.source.crs, what=f"{label}: source.crs").to_epsg()
-        assert declared is not None
-        if file_epsg is not None and file_epsg != declared:
-            report.warn(f"source.crs EPSG:{declared} overrides the file's EPSG:{file_epsg}")
-        report.source_crs, report.crs_origin = f"EPSG:{declared}", "declared"
+    declared = declared_crs(definition, file_epsg, report)
+    if declared is not None:
         return RawLayer(frame, declared, "declared")
     if file_epsg is not None:
         report.source_crs, report.crs_origin = f"EPSG:{file_epsg}", "file"
