@@ -11,6 +11,8 @@ demo: setup
 	$(BIN)/sdi layers validate
 	$(BIN)/sdi load --all
 	$(BIN)/sdi layers list
+	$(BIN)/sdi publish
+	$(BIN)/sdi serve --host 127.0.0.1 --port 5000
 
 test: setup
 	$(BIN)/python -m pytest

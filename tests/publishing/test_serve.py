@@ -1,0 +1,226 @@
+"""`sdi serve`: pygeoapi under uvicorn (2 workers) with the read-only role, SDI's parameter rules and metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from loaders import load
+from sdi.layerdef import read_definition
+from sdi.publishing.app import APPLICATION_NAME, reader_url
+from sdi.publishing.config import publish
+from sdi.settings import Settings
+from tests.conftest import LAYERS, ROOT, fresh_database
+
+LAYER_IDS = ("districts_18", "landslide_incidents", "weather_stations")
+START_TIMEOUT_S = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_command(port: int) -> list[str]:
+    from sdi.cli import app
+
+    args = ["--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--log-level", "warning"]
+    if any(c.name == "serve" for c in app.registered_commands):
+        return [sys.executable, "-m", "sdi.cli", "serve", *args]
+    # Until `serve` is registered in sdi/cli/__init__.py: run the command function on its own.
+    code = "import typer; from sdi.cli.publish import serve_cmd; typer.run(serve_cmd)"
+    return [sys.executable, "-c", code, *args]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server (uvicorn stops its workers), then SIGKILL its process group if anything is left."""
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group this test started (start_new_session=True)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    data_dir = tmp_path_factory.mktemp("store")
+    with fresh_database() as url:
+        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=data_dir)
+        for layer in LAYER_IDS:
+            load(read_definition(LAYERS / f"{layer}.yml"), settings)
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def server(store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`sdi serve` on a free port with 2 workers; always stopped afterwards."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    folder = tmp_path_factory.mktemp("serve")
+    published = publish(store, output_dir=folder, public_url=base)
+    env = {**os.environ, "SDI_DATABASE_URL": store.database_url, "SDI_DATA_DIR": str(store.data_dir),
+           "SDI_PUBLIC_URL": base, "SDI_PYGEOAPI_CONFIG": str(published.config), "PYTHONPATH": str(ROOT)}
+    env.pop("PYGEOAPI_CONFIG", None)
+    env.pop("PYGEOAPI_OPENAPI", None)
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(_serve_command(port), env=env, cwd=str(folder), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"sdi serve exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
+                try:
+                    if requests.get(f"{base}/conformance?f=json", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"sdi serve did not answer within {START_TIMEOUT_S} s: {log_path.read_text()[-3000:]}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            _stop(proc)
+
+
+def get(url: str, **params: Any) -> requests.Response:
+    return requests.get(url, params={"f": "json", **params}, timeout=30)
+
+
+def test_landing_page_and_conformance(server: str) -> None:
+    landing = get(f"{server}/")
+    assert landing.status_code == 200, landing.text
+    assert any(link["rel"] == "conformance" for link in landing.json()["links"])
+    conformance = get(f"{server}/conformance")
+    assert conformance.status_code == 200
+    assert conformance.json()["conformsTo"]
+
+
+def test_collections_list_layers_and_catalogue(server: str) -> None:
+    response = get(f"{server}/collections")
+    assert response.status_code == 200, response.text
+    ids = {c["id"] for c in response.json()["collections"]}
+    assert {*LAYER_IDS, "catalogue"} <= ids
+    chinese = get(f"{server}/collections/districts_18", lang="zh-HK")
+    assert chinese.status_code == 200
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in chinese.json()["title"])
+
+
+def test_catalogue_search(server: str) -> None:
+    response = get(f"{server}/collections/catalogue/items", q="landslide")
+    assert response.status_code == 200, response.text
+    assert "landslide_incidents" in [f["id"] for f in response.json()["features"]]
+    filtered = get(f"{server}/collections/catalogue/items", kind="vector", limit=50)  # a queryable: allowed
+    assert filtered.status_code == 200, filtered.text
+    assert filtered.json()["numberMatched"] == len(LAYER_IDS)
+
+
+@pytest.mark.parametrize(("path", "param"), [
+    ("/collections", "foo"),
+    ("/", "bar"),
+    ("/collections/catalogue/items", "limt"),
+    ("/collections/districts_18/items", "not_a_column"),
+    ("/collections/districts_18", "limit"),
+])
+def test_unknown_query_parameter_is_400_naming_it(server: str, path: str, param: str) -> None:
+    response = get(f"{server}{path}", **{param: "1"})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "InvalidParameterValue"
+    assert repr(param) in body["description"]
+
+
+def test_metadata_documents(server: str) -> None:
+    xml = requests.get(f"{server}/metadata/districts_18.xml", timeout=30)
+    assert xml.status_code == 200, xml.text
+    assert "xml" in xml.headers["content-type"]
+    root = ET.fromstring(xml.content)
+    assert root.tag.endswith("MD_Metadata")
+    assert read_definition(LAYERS / "districts_18.yml").title.en in xml.text
+    jsonld = requests.get(f"{server}/metadata/districts_18.jsonld", timeout=30)
+    assert jsonld.status_code == 200
+    assert jsonld.headers["content-type"].startswith("application/ld+json")
+    assert jsonld.json()["@id"]
+    for missing in ("/metadata/no_such_layer.xml", "/metadata/no_such_layer.jsonld", "/metadata/districts_18.txt"):
+        response = requests.get(f"{server}{missing}", timeout=30)
+        assert response.status_code == 404, missing
+        assert response.json()["code"] == "NotFound"
+    assert requests.get(f"{server}/metadata/districts_18.xml?f=json", timeout=30).status_code == 400
+
+
+def test_server_connects_as_the_reader_role(server: str, store: Settings) -> None:
+    """Hold a lock on sdi.layer so the server's query waits, and look at who is waiting."""
+    result: dict[str, Any] = {}
+
+    def request() -> None:
+        result["response"] = get(f"{server}/collections/catalogue/items", q="landslide")
+
+    with psycopg.connect(store.database_url) as admin:
+        admin.execute("lock table sdi.layer in access exclusive mode")
+        worker = threading.Thread(target=request, daemon=True)
+        worker.start()
+        users: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not users:
+            with psycopg.connect(store.database_url, autocommit=True) as probe:
+                users = probe.execute(
+                    "select usename, application_name from pg_stat_activity where datname = current_database()"
+                    " and backend_type = 'client backend' and pid <> pg_backend_pid() and wait_event_type = 'Lock'"
+                ).fetchall()
+            time.sleep(0.2)
+        admin.rollback()
+    worker.join(timeout=30)
+    assert users, "the server never queried sdi.layer"
+    assert {u for u, _ in users} == {store.reader_role}
+    assert {a for _, a in users} == {APPLICATION_NAME}
+    assert result["response"].status_code == 200
+
+
+def test_reader_url() -> None:
+    url = reader_url("postgresql:///sdi_x", "sdi_reader", "p@ss/word")
+    assert url == "postgresql://sdi_reader:p%40ss%2Fword@127.0.0.1/sdi_x?application_name=hk-sdi-api"
+    tcp = reader_url("postgresql://me:secret@db.example:6543/sdi?sslmode=require", "ro", None)
+    assert tcp == "postgresql://ro@db.example:6543/sdi?application_name=hk-sdi-api&sslmode=require"
+    assert psycopg.conninfo.conninfo_to_dict(url)["password"] == "p@ss/word"
+
+
+def test_serve_refuses_without_published_files(store: Settings, tmp_path: Path) -> None:
+    env = {**os.environ, "SDI_DATABASE_URL": store.database_url, "PYTHONPATH": str(ROOT),
+           "SDI_PYGEOAPI_CONFIG": str(tmp_path / "missing.yml")}
+    proc = subprocess.run(_serve_command(_free_port()), env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert "run `sdi publish` first" in proc.stderr
+
+
+def test_wide_lonlat_bbox_is_exact_through_the_server(server: str, store: Settings) -> None:
+    """A wide CRS84 box whose south edge runs 2 m south of a station finds it (pygeoapi alone would not)."""
+    import psycopg
+    from pyproj import Transformer
+
+    with psycopg.connect(store.database_url) as conn:
+        east, north, fid = conn.execute("select st_x(geom), st_y(geom), fid from layers.weather_stations "
+                                        "order by st_x(geom) limit 1").fetchone()  # type: ignore[misc]
+    _, lat = Transformer.from_crs(2326, 4326, always_xy=True).transform(east, north)
+    bbox = f"113.75,{lat - 2 / 110_760},114.50,22.60"
+    body = get(f"{server}/collections/weather_stations/items", bbox=bbox, limit=100, f="json").json()
+    assert fid in [f["id"] for f in body["features"]]
