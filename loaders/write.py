@@ -24,6 +24,7 @@ from loaders.layer import NormalisedLayer
 from loaders.report import LoadReport
 from sdi.catalogue.store import refresh_record, temporal_extent
 from sdi.crs import HK_GRID
+from sdi.errors import LayerNotFoundError
 from sdi.layerdef import LayerDefinition
 from sdi.settings import Settings
 
@@ -184,3 +185,31 @@ def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: Normal
          "syn": definition.synthetic, "def": definition.model_dump_json(), "load": load_id},
     )
     return load_id
+
+
+def drop_layer(conn: psycopg.Connection, layer_id: str, settings: Settings) -> str:
+    """Remove a published layer in one transaction: its table (or COG file) and its catalogue record.
+
+    Load history is kept. Returns what was removed, for messages.
+
+    Raises
+    ------
+    LayerNotFoundError
+        When no layer ``layer_id`` is loaded.
+    """
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"sdi.load.{layer_id}",))
+        row = conn.execute("select kind, file_path from sdi.layer where id = %s for update", (layer_id,)).fetchone()
+        if row is None:
+            raise LayerNotFoundError(f"no loaded layer {layer_id!r}")
+        kind, file_path = row
+        owner = conn.execute("select 1 from pg_roles where rolname = %s", (settings.owner_role,)).fetchone()
+        if owner:
+            conn.execute(sql.SQL("set local role {}").format(sql.Identifier(settings.owner_role)))
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, layer_id)))
+        conn.execute("delete from sdi.layer where id = %s", (layer_id,))
+        if kind == "raster" and file_path:
+            target = settings.data_dir / file_path
+            target.unlink(missing_ok=True)
+            return f"{target} and its catalogue record"
+    return f"{SCHEMA}.{layer_id} and its catalogue record"

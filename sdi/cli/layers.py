@@ -57,6 +57,22 @@ def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     consoles.out.print(table)
 
 
+@layers_app.command("drop")
+@clean_errors
+def layers_drop(layer_ids: Annotated[list[str], typer.Argument(help="Ids of loaded layers.")],
+                yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False) -> None:
+    """Unpublish layers: drop each table (or COG) and its catalogue record; load history is kept."""
+    from loaders.write import drop_layer
+    from sdi.db import connect
+
+    settings = settings_from_env()
+    if not yes and not typer.confirm(f"drop {', '.join(layer_ids)}?"):
+        raise typer.Exit(1)
+    with connect(settings) as conn:
+        for layer_id in layer_ids:
+            consoles.out.print(f"dropped {drop_layer(conn, layer_id, settings)}", markup=False)
+
+
 def _summary(report: object) -> Table:
     from loaders.report import LoadReport
 

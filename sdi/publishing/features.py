@@ -224,7 +224,7 @@ class SdiFeatureProvider(BaseProvider):
         if out.flip:
             expr = sql.SQL("st_flipcoordinates({})").format(expr)
         params["digits"] = out.digits
-        return sql.SQL("st_asgeojson({}, %(digits)s)::json").format(expr)
+        return sql.SQL("st_asgeojson({}, %(digits)s, 0)::json").format(expr)  # 0: no "crs" member (RFC 7946)
 
     def _feature(self, layer: _Layer, names: list[str], out: _OutputCrs | None,
                  params: dict[str, Any]) -> sql.Composed:

@@ -76,3 +76,16 @@ def test_a_skipped_database_test_fails_the_run(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest_subprocess()
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*1 database test(s) were skipped*"])
+
+
+def test_layers_drop_removes_table_and_record_but_keeps_history(settings: Settings, db: psycopg.Connection,
+                                                                layer_yaml: Callable[..., Path]) -> None:
+    path = layer_yaml("drop_probe", DATA / "good" / "landsd_point.geojson")
+    assert _invoke(settings, "load", str(path)).exit_code == 0
+    result = _invoke(settings, "layers", "drop", "drop_probe", "--yes")
+    assert result.exit_code == 0 and "dropped layers.drop_probe" in result.stdout
+    assert db.execute("select to_regclass('layers.drop_probe')").fetchone() == (None,)
+    assert db.execute("select count(*) from sdi.layer where id = 'drop_probe'").fetchone() == (0,)
+    assert db.execute("select count(*) from sdi.load_history where layer_id = 'drop_probe'").fetchone() == (1,)
+    again = _invoke(settings, "layers", "drop", "drop_probe", "--yes")
+    assert again.exit_code == 1 and again.stderr.strip() == "error: no loaded layer 'drop_probe'"
