@@ -31,6 +31,18 @@ if ! command -v ogr2ogr >/dev/null && [ "$(id -u)" -eq 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null || say "gdal-bin not installed"
 fi
 
+# Headless Chromium for the browser tests of the HTML pages (tests/publishing/test_pages.py).
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+        say "installing chromium (browser tests of the HTML pages)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+            || say "chromium not installed: the browser tests of the HTML pages will be skipped"
+    else
+        say "chromium is not installed: the browser tests of the HTML pages will be skipped (as root: apt-get install -y chromium)"
+    fi
+fi
+
 # 2. a running server ------------------------------------------------------------------------
 if [ "$PG_STATUS" != "online" ]; then
     say "starting PostgreSQL cluster ${PG_VERSION} ${PG_CLUSTER}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import os
 import secrets
 import time
@@ -281,11 +282,42 @@ class QueryParameterMiddleware:
                                      + f"; expected one of: {expected}")
             await response(scope, receive, send)
             return
-        token = RAW_BBOX.set(_raw_bbox(dict(pairs)))
+        params = dict(pairs)
+        problem = _invalid_value(params)
+        if problem:
+            await ogc_exception(400, "InvalidParameterValue", problem)(scope, receive, send)
+            return
+        token = RAW_BBOX.set(_raw_bbox(params))
         try:
             await self.app(scope, receive, send)
         finally:
             RAW_BBOX.reset(token)
+
+
+def _valid_instant(text: str) -> bool:
+    try:
+        dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _invalid_value(params: dict[str, str]) -> str | None:
+    """A one-line reason when a value pygeoapi lets through (or crashes on) is invalid, else ``None``.
+
+    pygeoapi checks ``datetime`` only for collections with a temporal extent, and an empty ``sortby``
+    item makes it fail with an IndexError (500).
+    """
+    if "datetime" in params:
+        value = params["datetime"]
+        parts = value.split("/")
+        real = [p for p in parts if p not in ("", "..")]
+        if len(parts) > 2 or not real or not all(_valid_instant(p) for p in real) or (
+                len(parts) == 1 and value in ("", "..")):
+            return f"datetime: {value!r} is not an RFC 3339 date-time or interval"
+    if "sortby" in params and any(not s.strip().lstrip("+-") for s in params["sortby"].split(",")):
+        return f"sortby: empty sort property in {params['sortby']!r}"
+    return None
 
 
 def _raw_bbox(params: dict[str, str]) -> tuple[tuple[float, ...], str] | None:

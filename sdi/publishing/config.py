@@ -63,6 +63,19 @@ def read_base(path: Path) -> dict[str, Any]:
     return doc
 
 
+def resolve_templates(base: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """``base`` with ``server.templates.path`` / ``.static`` made absolute, relative ones read from ``base_dir``.
+
+    pygeoapi resolves them against the server's working directory, which is not the configuration's folder.
+    """
+    templates = base["server"].get("templates")
+    if not isinstance(templates, dict):
+        return base
+    resolved = {k: str((base_dir / v).resolve()) if k in ("path", "static") and isinstance(v, str) and v else v
+                for k, v in templates.items()}
+    return {**base, "server": {**base["server"], "templates": resolved}}
+
+
 def primary_keys(settings: Settings) -> dict[str, str]:
     """Primary-key column of each loaded vector layer, by layer id."""
     with connect(settings) as conn:
@@ -95,8 +108,11 @@ def _links(record: CatalogueRecord, public_url: str) -> list[dict[str, str]]:
     links = [_licence_link(record, public_url)]
     for link in record.links:
         if link.get("rel") == "describedby" and link.get("href"):
+            href = link["href"]
+            if "/metadata/" in href:  # served by this API: the publish-time URL, not the load-time one
+                href = f"{public_url.rstrip('/')}/metadata/{href.rsplit('/metadata/', 1)[1]}"
             links.append({"type": link.get("type", "application/octet-stream"), "rel": "describedby",
-                          "title": link.get("title", "metadata"), "href": link["href"]})
+                          "title": link.get("title", "metadata"), "href": href})
     return links
 
 
@@ -249,7 +265,7 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
     """
     out = Path(output_dir or CONFIG_DIR)
     base_path = base_file or (out / BASE_FILE if (out / BASE_FILE).is_file() else CONFIG_DIR / BASE_FILE)
-    base = read_base(base_path)
+    base = resolve_templates(read_base(base_path), base_path.parent)
     records = list(Catalogue(settings).search(limit=1000).records)
     config = build_config(base, records, settings, public_url or settings.public_url, primary_keys(settings))
     out.mkdir(parents=True, exist_ok=True)
