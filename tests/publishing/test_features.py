@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +22,7 @@ from sdi.layerdef import read_definition
 from sdi.publishing.features import SdiFeatureProvider
 from sdi.settings import Settings
 from tests.conftest import DATA, LAYERS, ROOT, fresh_database
+from tests.live_server import running
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/{}".format
@@ -249,32 +248,11 @@ def server(features_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         else:
             os.environ["SDI_DATABASE_URL"] = old
     env["PYGEOAPI_OPENAPI"] = str(openapi)
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, cwd=str(folder), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"pygeoapi exited with {proc.returncode}: {(folder / 'server.log').read_text()[-2000:]}")
-            try:
-                if requests.get(f"{base}/conformance?f=json", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("pygeoapi did not start within 60 s")
-            time.sleep(0.3)
+    command = [sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
+               "--port", str(port)]
+    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def get(url: str, **params: Any) -> requests.Response:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from sdi.publishing.mvt import BUFFER, EXTENT, SdiMVTProvider
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import Settings
 from tests.conftest import DATA, LAYERS, ROOT, fresh_database
+from tests.live_server import running
 
 LIBRARIES = "public_libraries_2013"
 DISTRICTS = "districts_18"
@@ -252,32 +251,11 @@ def server(store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     openapi = folder / "openapi.yml"
     openapi.write_text(generate_openapi_document(config, "yaml"), encoding="utf-8")
     env["PYGEOAPI_OPENAPI"] = str(openapi)
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, cwd=str(folder), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"pygeoapi exited with {proc.returncode}: {(folder / 'server.log').read_text()[-2000:]}")
-            try:
-                if requests.get(f"{base}/conformance?f=json", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("pygeoapi did not start within 60 s")
-            time.sleep(0.3)
+    command = [sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
+               "--port", str(port)]
+    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def test_live_tiles(server: str) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +18,7 @@ from sdi.catalogue.records_provider import CatalogueRecordsProvider, parse_inter
 from sdi.layerdef import read_definition
 from sdi.settings import Settings
 from tests.conftest import DATA, LAYERS, ROOT, fresh_database
+from tests.live_server import running
 
 SAMPLES = ["district_council_2001", "districts_18", "landslide_incidents", "public_libraries_2013",
            "public_hospitals_2013", "weather_stations", "oil_storage_installations", "traffic_hotzone_streets",
@@ -203,32 +202,11 @@ def server(catalogue_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     openapi.write_text(generate_openapi_document(config, "yaml"), encoding="utf-8")
     env = {**os.environ, "PYGEOAPI_CONFIG": str(config), "PYGEOAPI_OPENAPI": str(openapi),
            "SDI_DATABASE_URL": catalogue_url, "PYTHONPATH": str(ROOT)}
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, cwd=str(folder), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"pygeoapi exited with {proc.returncode}: {(folder / 'server.log').read_text()[-2000:]}")
-            try:
-                if requests.get(f"{base}/conformance?f=json", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("pygeoapi did not start within 60 s")
-            time.sleep(0.3)
+    command = [sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
+               "--port", str(port)]
+    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def get(url: str, **params: Any) -> requests.Response:
