@@ -1,41 +1,109 @@
-"""Start a server process for a test, wait until it answers, and always stop it (bounded waits)."""
+"""Live servers for tests: pygeoapi or ``sdi serve`` on a free loopback port, always stopped (bounded waits)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
+from sdi.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server (uvicorn stops its workers), then SIGKILL its process group if anything is left."""
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group this helper started (start_new_session=True)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
 
 @contextmanager
 def running(command: list[str], *, env: dict[str, str], cwd: Path, ready_url: str, log: Path,
-            timeout: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+            timeout: float = START_TIMEOUT_S) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` until the ``with`` block ends; fail the test if ``ready_url`` never answers 200."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, env=env, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=env, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
             deadline = time.monotonic() + timeout
             while True:
                 if proc.poll() is not None:
-                    pytest.fail(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+                    pytest.fail(f"server exited with {proc.returncode}: {log.read_text()[-3000:]}")
                 try:
                     if requests.get(ready_url, timeout=2).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:
                     pass
                 if time.monotonic() > deadline:
-                    pytest.fail(f"server did not answer {ready_url} within {timeout:.0f} s")
+                    pytest.fail(f"server did not answer {ready_url} within {timeout:.0f} s: {log.read_text()[-3000:]}")
                 time.sleep(0.3)
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            _stop(proc)
+
+
+@contextmanager
+def pygeoapi_server(config_for_port: Callable[[int], str], folder: Path, database_url: str) -> Iterator[str]:
+    """pygeoapi's Starlette app under uvicorn with the configuration text made for its port; yields its URL.
+
+    The OpenAPI document is generated first, with ``SDI_DATABASE_URL`` set (sdi's providers read their
+    fields from the database).
+    """
+    from pygeoapi.openapi import generate_openapi_document
+
+    port = free_port()
+    config = folder / "pygeoapi-config.yml"
+    config.write_text(config_for_port(port), encoding="utf-8")
+    openapi = folder / "openapi.yml"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SDI_DATABASE_URL", database_url)
+        openapi.write_text(generate_openapi_document(config, "yaml"), encoding="utf-8")
+    env = {**os.environ, "PYGEOAPI_CONFIG": str(config), "PYGEOAPI_OPENAPI": str(openapi),
+           "SDI_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
+               "--port", str(port)]
+    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
+        yield base
+
+
+@contextmanager
+def sdi_server(settings: Settings, folder: Path) -> Iterator[str]:
+    """``sdi publish`` into ``folder``, then ``sdi serve`` (2 workers) on a free port; yields its URL."""
+    from sdi.publishing.config import publish
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    published = publish(settings, output_dir=folder, public_url=base)
+    env = {**os.environ, "SDI_DATABASE_URL": settings.database_url, "SDI_DATA_DIR": str(settings.data_dir),
+           "SDI_PUBLIC_URL": base, "SDI_PYGEOAPI_CONFIG": str(published.config), "PYTHONPATH": str(ROOT)}
+    env.pop("PYGEOAPI_CONFIG", None)
+    env.pop("PYGEOAPI_OPENAPI", None)
+    command = [sys.executable, "-m", "sdi.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "2", "--log-level", "warning"]
+    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
+        yield base

@@ -7,22 +7,17 @@ on a free port with 2 workers, always stopped afterwards with bounded timeouts (
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 import pytest
-import requests
 
 from loaders import load
 from sdi.layerdef import read_definition
-from sdi.publishing.config import publish
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, ROOT, fresh_database
-from tests.publishing.test_serve import START_TIMEOUT_S, _free_port, _serve_command, _stop
+from tests.conftest import DATA, LAYERS, fresh_database
+from tests.live_server import sdi_server
 
 REFERENCE = "landsd_reference"
 SAMPLE_LAYERS = ("public_libraries_2013", "districts_18")
@@ -61,31 +56,5 @@ def ogc_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def live(ogc_store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """`sdi publish` then `sdi serve` on a free port; stopped (SIGTERM, then SIGKILL of its group) afterwards."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    folder = tmp_path_factory.mktemp("ogc_serve")
-    published = publish(ogc_store, output_dir=folder, public_url=base)
-    env = {**os.environ, "SDI_DATABASE_URL": ogc_store.database_url, "SDI_DATA_DIR": str(ogc_store.data_dir),
-           "SDI_PUBLIC_URL": base, "SDI_PYGEOAPI_CONFIG": str(published.config), "PYTHONPATH": str(ROOT)}
-    env.pop("PYGEOAPI_CONFIG", None)
-    env.pop("PYGEOAPI_OPENAPI", None)
-    log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(_serve_command(port), env=env, cwd=str(folder), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"sdi serve exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-                try:
-                    if requests.get(f"{base}/conformance?f=json", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"sdi serve did not answer within {START_TIMEOUT_S} s: {log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
-            yield LiveServer(base, ogc_store)
-        finally:
-            _stop(proc)
+    with sdi_server(ogc_store, tmp_path_factory.mktemp("ogc_serve")) as base:
+        yield LiveServer(base, ogc_store)

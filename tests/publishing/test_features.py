@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +18,8 @@ from loaders import load
 from sdi.layerdef import read_definition
 from sdi.publishing.features import SdiFeatureProvider
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, ROOT, fresh_database
-from tests.live_server import running
+from tests.conftest import DATA, LAYERS, fresh_database
+from tests.live_server import pygeoapi_server
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/{}".format
@@ -220,38 +217,12 @@ def test_one_statement_per_page(features_url: str) -> None:
 # --- through pygeoapi ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(features_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """pygeoapi's Starlette app under uvicorn serving the three layers; stopped afterwards."""
-    from pygeoapi.openapi import generate_openapi_document
-
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("pygeoapi")
-    config = folder / "pygeoapi-config.yml"
-    config.write_text((DATA / "publishing" / "pygeoapi-config.yml").read_text(encoding="utf-8")
-                      .replace("${PORT}", str(port)), encoding="utf-8")
-    env = {**os.environ, "PYGEOAPI_CONFIG": str(config), "SDI_DATABASE_URL": features_url, "PYTHONPATH": str(ROOT)}
-    openapi = folder / "openapi.yml"
-    old = os.environ.get("SDI_DATABASE_URL")
-    os.environ["SDI_DATABASE_URL"] = features_url
-    try:
-        openapi.write_text(generate_openapi_document(config, "yaml"), encoding="utf-8")
-    finally:
-        if old is None:
-            os.environ.pop("SDI_DATABASE_URL")
-        else:
-            os.environ["SDI_DATABASE_URL"] = old
-    env["PYGEOAPI_OPENAPI"] = str(openapi)
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
-               "--port", str(port)]
-    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
+    template = (DATA / "publishing" / "pygeoapi-config.yml").read_text(encoding="utf-8")
+    with pygeoapi_server(lambda port: template.replace("${PORT}", str(port)), tmp_path_factory.mktemp("pygeoapi"),
+                         features_url) as base:
         yield base
 
 

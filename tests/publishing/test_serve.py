@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,43 +19,11 @@ import requests
 from loaders import load
 from sdi.layerdef import read_definition
 from sdi.publishing.app import APPLICATION_NAME, reader_url
-from sdi.publishing.config import publish
 from sdi.settings import Settings
 from tests.conftest import LAYERS, ROOT, fresh_database
+from tests.live_server import free_port, sdi_server
 
 LAYER_IDS = ("districts_18", "landslide_incidents", "weather_stations")
-START_TIMEOUT_S = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve_command(port: int) -> list[str]:
-    from sdi.cli import app
-
-    args = ["--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--log-level", "warning"]
-    if any(c.name == "serve" for c in app.registered_commands):
-        return [sys.executable, "-m", "sdi.cli", "serve", *args]
-    # Until `serve` is registered in sdi/cli/__init__.py: run the command function on its own.
-    code = "import typer; from sdi.cli.publish import serve_cmd; typer.run(serve_cmd)"
-    return [sys.executable, "-c", code, *args]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server (uvicorn stops its workers), then SIGKILL its process group if anything is left."""
-    if proc.poll() is None:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group this test started (start_new_session=True)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     data_dir = tmp_path_factory.mktemp("store")
@@ -72,34 +37,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 @pytest.fixture(scope="module")
 def server(store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`sdi serve` on a free port with 2 workers; always stopped afterwards."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    folder = tmp_path_factory.mktemp("serve")
-    published = publish(store, output_dir=folder, public_url=base)
-    env = {**os.environ, "SDI_DATABASE_URL": store.database_url, "SDI_DATA_DIR": str(store.data_dir),
-           "SDI_PUBLIC_URL": base, "SDI_PYGEOAPI_CONFIG": str(published.config), "PYTHONPATH": str(ROOT)}
-    env.pop("PYGEOAPI_CONFIG", None)
-    env.pop("PYGEOAPI_OPENAPI", None)
-    log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(_serve_command(port), env=env, cwd=str(folder), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"sdi serve exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-                try:
-                    if requests.get(f"{base}/conformance?f=json", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"sdi serve did not answer within {START_TIMEOUT_S} s: {log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
-            yield base
-        finally:
-            _stop(proc)
+    with sdi_server(store, tmp_path_factory.mktemp("serve")) as base:
+        yield base
 
 
 def get(url: str, **params: Any) -> requests.Response:
@@ -206,8 +145,8 @@ def test_reader_url() -> None:
 def test_serve_refuses_without_published_files(store: Settings, tmp_path: Path) -> None:
     env = {**os.environ, "SDI_DATABASE_URL": store.database_url, "PYTHONPATH": str(ROOT),
            "SDI_PYGEOAPI_CONFIG": str(tmp_path / "missing.yml")}
-    proc = subprocess.run(_serve_command(_free_port()), env=env, cwd=str(tmp_path), capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "sdi.cli", "serve", "--port", str(free_port())], env=env,
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "run `sdi publish` first" in proc.stderr
 

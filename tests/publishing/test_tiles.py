@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,8 @@ from sdi.layerdef import read_definition
 from sdi.publishing.mvt import BUFFER, EXTENT, SdiMVTProvider
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, ROOT, fresh_database
-from tests.live_server import running
+from tests.conftest import DATA, LAYERS, fresh_database
+from tests.live_server import pygeoapi_server
 
 LIBRARIES = "public_libraries_2013"
 DISTRICTS = "districts_18"
@@ -212,12 +209,6 @@ def test_provider_without_configured_properties_reads_the_columns(store: Setting
 # -- a live pygeoapi -----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _config(store: Settings, port: int) -> dict[str, Any]:
     base = yaml.safe_load((DATA / "records" / "pygeoapi-config.yml").read_text(encoding="utf-8")
                           .replace("${PORT}", str(port)))
@@ -240,21 +231,8 @@ def _config(store: Settings, port: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """pygeoapi's Starlette app under uvicorn with a tile-only and a coverage collection; stopped afterwards."""
-    from pygeoapi.openapi import generate_openapi_document
-
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("pygeoapi")
-    config = folder / "pygeoapi-config.yml"
-    config.write_text(yaml.safe_dump(_config(store, port), allow_unicode=True), encoding="utf-8")
-    env = {**os.environ, "PYGEOAPI_CONFIG": str(config), "SDI_DATABASE_URL": store.database_url,
-           "PYTHONPATH": str(ROOT)}
-    openapi = folder / "openapi.yml"
-    openapi.write_text(generate_openapi_document(config, "yaml"), encoding="utf-8")
-    env["PYGEOAPI_OPENAPI"] = str(openapi)
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
-               "--port", str(port)]
-    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
+    with pygeoapi_server(lambda port: yaml.safe_dump(_config(store, port), allow_unicode=True),
+                         tmp_path_factory.mktemp("pygeoapi"), store.database_url) as base:
         yield base
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +14,8 @@ from loaders import load
 from sdi.catalogue.records_provider import CatalogueRecordsProvider, parse_interval
 from sdi.layerdef import read_definition
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, ROOT, fresh_database
-from tests.live_server import running
+from tests.conftest import DATA, LAYERS, fresh_database
+from tests.live_server import pygeoapi_server
 
 SAMPLES = ["district_council_2001", "districts_18", "landslide_incidents", "public_libraries_2013",
            "public_hospitals_2013", "weather_stations", "oil_storage_installations", "traffic_hotzone_streets",
@@ -182,30 +179,12 @@ def test_provider_does_not_connect_until_queried() -> None:
 # --- through pygeoapi ------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(catalogue_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """pygeoapi's Starlette app under uvicorn, serving the catalogue collection; stopped afterwards."""
-    from pygeoapi.openapi import generate_openapi_document
-
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("pygeoapi")
-    config = folder / "pygeoapi-config.yml"
-    config.write_text((DATA / "records" / "pygeoapi-config.yml").read_text(encoding="utf-8")
-                      .replace("${PORT}", str(port)), encoding="utf-8")
-    openapi = folder / "openapi.yml"
-    openapi.write_text(generate_openapi_document(config, "yaml"), encoding="utf-8")
-    env = {**os.environ, "PYGEOAPI_CONFIG": str(config), "PYGEOAPI_OPENAPI": str(openapi),
-           "SDI_DATABASE_URL": catalogue_url, "PYTHONPATH": str(ROOT)}
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
-               "--port", str(port)]
-    with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
+    template = (DATA / "records" / "pygeoapi-config.yml").read_text(encoding="utf-8")
+    with pygeoapi_server(lambda port: template.replace("${PORT}", str(port)), tmp_path_factory.mktemp("pygeoapi"),
+                         catalogue_url) as base:
         yield base
 
 
