@@ -430,10 +430,15 @@ def load_raster(definition: LayerDefinition, settings: Settings, *, dry_run: boo
     return report
 
 
+def cog_path(layer_id: str, settings: Settings) -> Path:
+    """Where a raster layer's Cloud Optimized GeoTIFF lives: ``<SDI_DATA_DIR>/rasters/<id>.tif``."""
+    return settings.data_dir / RASTER_DIR / f"{layer_id}.tif"
+
+
 def _publish(src: DatasetReader, p: Plan, definition: LayerDefinition, settings: Settings, report: LoadReport,
              started_at: dt.datetime, timed: Callable[[str, str | None], None], progress: Progress | None) -> None:
-    folder = settings.data_dir / RASTER_DIR
-    final, lock = folder / f"{definition.id}.tif", f"sdi.load.{definition.id}"
+    final, lock = cog_path(definition.id, settings), f"sdi.load.{definition.id}"
+    folder = final.parent
     with connect(settings, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(hashtext(%s))", (lock,))
         try:

@@ -109,6 +109,7 @@ def load_cmd(
 ) -> None:
     """Load layers into PostGIS: read, normalise (CRS, geometry, attributes), write atomically."""
     from loaders import load
+    from loaders.raster import cog_path
     from sdi.layerdef import LayerDefinition, definition_files, read_definition, resolve
 
     settings = settings_from_env()
@@ -156,7 +157,7 @@ def load_cmd(
                 consoles.out.print(f"[bold]{definition.id}[/]: checked (dry run), nothing written")
             else:
                 if report.geometry_type == "Raster":
-                    target = settings.data_dir / "rasters" / f"{definition.id}.tif"
+                    target = cog_path(definition.id, settings)
                     consoles.out.print(f"[bold]{definition.id}[/]: loaded {report.features_written:,} pixels per "
                                        f"band into {target} (load {report.load_id})")
                 else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from loaders.raster import cog_path
 from sdi.catalogue.models import CatalogueRecord
 from sdi.settings import Settings
 
@@ -22,7 +23,7 @@ ID_FIELD = "fid"  #: the loaders' generated feature id (bigint, source order)
 
 def raster_path(record: CatalogueRecord, settings: Settings) -> str:
     """The absolute path of a raster layer's COG: ``<SDI_DATA_DIR>/rasters/<id>.tif``."""
-    return str((settings.data_dir / "rasters" / f"{record.id}.tif").resolve())
+    return str(cog_path(record.id, settings).resolve())
 
 
 def tile_provider(record: CatalogueRecord, settings: Settings) -> dict[str, Any] | None:
@@ -76,9 +77,9 @@ def coverage_provider(record: CatalogueRecord, settings: Settings) -> dict[str, 
     """
     if record.kind != "raster":
         return None
-    path = raster_path(record, settings)
-    if not (settings.data_dir / "rasters" / f"{record.id}.tif").is_file():
+    if not cog_path(record.id, settings).is_file():
         return None
+    path = raster_path(record, settings)
     return {
         "type": "coverage",
         "name": "rasterio",
