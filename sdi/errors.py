@@ -68,10 +68,19 @@ class LoadInterruptedError(SdiError, RuntimeError):
     """A load was stopped before it committed; the previous version of the layer is unchanged."""
 
 
+class PlanningError(SdiError, ValueError):
+    """A planning request is invalid: unknown engine or predicate, an empty district, a bad input frame."""
+
+
+class CriteriaError(PlanningError):
+    """A site-selection criteria file or input is invalid: unknown criterion, a weight that is not a number."""
+
+
 #: HTTP status for each error class; the most specific class in an error's MRO wins.
 HTTP_STATUS: dict[type[SdiError], int] = {
     ConfigError: 400,
     LayerDefinitionError: 400,
+    PlanningError: 400,
     SourceFormatError: 400,
     CrsError: 400,
     GeometryError: 400,
