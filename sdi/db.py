@@ -22,6 +22,8 @@ from sdi.settings import Settings
 EXTENSIONS = ("postgis", "pg_trgm")
 _MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x5D1_2326  # advisory lock serialising migrations
+#: Tables the read-only role may also write (besides ``select`` on everything): the API's process jobs.
+WRITABLE_BY_READER = ("sdi.jobs",)
 
 
 def redact(url: str) -> str:
@@ -135,6 +137,9 @@ def _grant(conn: psycopg.Connection, settings: Settings) -> None:
                 owner, s, reader
             )
         )
+    for name in WRITABLE_BY_READER:  # the API's process manager keeps its jobs here
+        conn.execute(sql.SQL("grant insert, update, delete on {} to {}").format(
+            sql.Identifier(*name.split(".")), reader))
     for table in conn.execute(
         "select schemaname, tablename from pg_tables where schemaname in ('sdi', 'layers')"
     ).fetchall():

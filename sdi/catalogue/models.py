@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import html
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from sdi.maps import MapView
 
 
 class CatalogueRecord(BaseModel):
@@ -77,6 +80,23 @@ class SearchResult(BaseModel):
     def ids(self) -> list[str]:
         """Record ids in rank order."""
         return [r.id for r in self.records]
+
+    def explore(self, **kwargs: Any) -> MapView:
+        """An offline map of the records' extents (CRS84 boxes), coloured by layer; see :func:`sdi.maps.explore`."""
+        import geopandas as gpd
+        from shapely.geometry import box
+
+        from sdi.maps import explore
+
+        boxed = [r for r in self.records if r.bbox_crs84]
+        frame = gpd.GeoDataFrame(
+            {"id": [r.id for r in boxed], "title_en": [r.title_en for r in boxed],
+             "title_zh": [r.title_zh for r in boxed], "custodian": [r.custodian for r in boxed],
+             "features": [r.feature_count for r in boxed], "synthetic": [r.synthetic for r in boxed]},
+            geometry=[box(*r.bbox_crs84) for r in boxed if r.bbox_crs84], crs="EPSG:4326")
+        kwargs.setdefault("title", f"{self.matched} matching layer(s) / 個相符圖層")
+        kwargs.setdefault("tooltip", "title_en")
+        return explore(frame, column="id", **kwargs)
 
     def _repr_html_(self) -> str:
         e = html.escape

@@ -14,6 +14,7 @@ from sdi.cli.catalogue import catalogue_app
 from sdi.cli.db import db_app
 from sdi.cli.layers import layers_app, load_cmd
 from sdi.cli.publish import publish_cmd, serve_cmd
+from sdi.cli.sites import sites_cmd
 from sdi.errors import SdiError
 
 app = typer.Typer(help="HK SDI: load Hong Kong geodata into PostGIS (EPSG:2326), catalogue and publish it.",
@@ -24,6 +25,7 @@ app.add_typer(catalogue_app, name="catalogue")
 app.command("load")(load_cmd)
 app.command("publish")(publish_cmd)
 app.command("serve")(serve_cmd)
+app.command("sites")(sites_cmd)
 
 __all__ = ["app", "main"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, TypeAlias, cast
 
 import geopandas as gpd
 import numpy as np
@@ -26,7 +26,7 @@ from sdi.errors import LayerNotFoundError, PlanningError
 Engine = Literal["postgis", "geopandas", "dask"]
 ENGINES: tuple[Engine, ...] = ("postgis", "geopandas", "dask")
 #: What a planning function accepts as an input layer.
-Source = str | gpd.GeoDataFrame
+Source: TypeAlias = str | gpd.GeoDataFrame
 
 HK_GRID = 2326
 LAYER_SCHEMA = "layers"
@@ -95,8 +95,8 @@ def layer_table(conn: psycopg.Connection, layer_id: str) -> LayerTable:
     if kind != "vector":
         raise PlanningError(f"layer {layer_id!r} is a {kind} layer; joins need a vector layer")
     cols = conn.execute(
-        "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
-        "and column_name <> 'geom' order by ordinal_position", (LAYER_SCHEMA, layer_id)).fetchall()
+        "select attname from pg_attribute where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped "
+        "and attname <> 'geom' order by attnum", (sql.Identifier(LAYER_SCHEMA, layer_id).as_string(conn),)).fetchall()
     return LayerTable(layer_id, primary_key or "fid", tuple(c[0] for c in cols), geometry_type)
 
 

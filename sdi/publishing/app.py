@@ -8,7 +8,8 @@ time here). Around pygeoapi the app adds:
 - :class:`QueryParameterMiddleware`: an unknown query parameter is a 400 naming it (pygeoapi would
   silently ignore it, so a typo such as ``limt=5`` looks like a working request);
 - ``/metadata/{id}.xml`` (ISO 19139) and ``/metadata/{id}.jsonld`` (DCAT), 404 for unknown ids;
-- :class:`~sdi.errors.SdiError` mapped to its HTTP status (:func:`sdi.errors.http_status`).
+- :class:`~sdi.errors.SdiError` mapped to its HTTP status (:func:`sdi.errors.http_status`);
+- ``DELETE /jobs/{id}`` answered as JSON (:func:`delete_job`).
 
 The read-only role
 ------------------
@@ -200,6 +201,26 @@ async def sdi_error(request: Request, exc: Exception) -> Response:
     return ogc_exception(status, code, str(exc))
 
 
+def _delete_job_json(api: Any, request: Any, job_id: str) -> tuple[dict[str, str], int, Any]:
+    from pygeoapi.api import processes as processes_api
+
+    headers, status, content = processes_api.delete_job(api, request, job_id)
+    return {"Content-Type": "application/json", **(headers or {})}, status, content
+
+
+async def delete_job(request: Request) -> Response:
+    """``DELETE /jobs/{id}`` through pygeoapi, with the Content-Type header its answer lacks.
+
+    pygeoapi 0.21 returns no headers for a dismissed job and its Starlette adapter then fails with a
+    KeyError: the job was deleted but the client got a 500.
+    """
+    from pygeoapi import starlette_app as pygeoapi_app
+
+    response: Response = await pygeoapi_app.execute_from_starlette(_delete_job_json, request,
+                                                                   str(request.path_params["job_id"]))
+    return response
+
+
 async def metadata(request: Request) -> Response:
     """``/metadata/{id}.xml`` (ISO 19139) and ``/metadata/{id}.jsonld`` (DCAT JSON-LD) of a catalogue record."""
     name = str(request.path_params["name"])
@@ -367,7 +388,9 @@ def create_app() -> Starlette:
     inner.debug = False  # pygeoapi turns Starlette's debug tracebacks on; never show them to clients
     inner.add_exception_handler(SdiError, sdi_error)
     prefix = str(pygeoapi_app.url_prefix or "")
-    outer = Starlette(routes=[Route(f"{prefix}/metadata/{{name}}", metadata), Mount("/", app=inner)],
+    outer = Starlette(routes=[Route(f"{prefix}/metadata/{{name}}", metadata),
+                              Route(f"{prefix}/jobs/{{job_id}}", delete_job, methods=["DELETE"]),
+                              Mount("/", app=inner)],
                       exception_handlers={SdiError: sdi_error}, lifespan=_lifespan)
     outer.add_middleware(QueryParameterMiddleware, prefix=prefix)
     return outer

@@ -22,6 +22,7 @@ from sdi.catalogue import Catalogue
 from sdi.catalogue.models import CatalogueRecord
 from sdi.db import connect
 from sdi.errors import ConfigError, SdiError
+from sdi.publishing.jobs import manager_config
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import PROJECT_ROOT, Settings
 
@@ -45,7 +46,7 @@ _URL = re.compile(r"https?://[^\s;,)]+")
 
 @dataclass(frozen=True)
 class Published:
-    """What :func:`publish` wrote."""
+    """What :func:`publish` wrote: the two files and the ids of the collections (processes not included)."""
 
     config: Path
     openapi: Path
@@ -196,12 +197,17 @@ def catalogue_collection(records: Sequence[CatalogueRecord]) -> dict[str, Any]:
 
 def build_config(base: dict[str, Any], records: Sequence[CatalogueRecord], settings: Settings, public_url: str,
                  keys: dict[str, str]) -> dict[str, Any]:
-    """The whole pygeoapi configuration: ``base`` with server URL, languages and resources filled in."""
+    """The whole pygeoapi configuration: ``base`` with server URL, languages, process manager and resources.
+
+    The process manager keeps jobs in ``sdi.jobs`` of the served database (:func:`manager_config`) unless
+    ``base`` names one; processes (``type: process`` resources) come from ``base``.
+    """
     public_url = public_url.rstrip("/")
     config = {k: v for k, v in base.items() if k != "resources"}
     server = dict(config["server"])
     server["url"] = public_url
     server["languages"] = list(server.get("languages") or LANGUAGES)
+    server["manager"] = dict(server.get("manager") or manager_config(settings))
     config["server"] = server
     resources: dict[str, Any] = {CATALOGUE_ID: catalogue_collection(records)}
     for record in sorted(records, key=lambda r: r.id):
@@ -210,7 +216,8 @@ def build_config(base: dict[str, Any], records: Sequence[CatalogueRecord], setti
         resource = collection(record, settings, public_url, keys.get(record.id))
         if resource is not None:
             resources[record.id] = resource
-    config["resources"] = {**dict(base.get("resources") or {}), **resources}
+    extra = {k: v for k, v in dict(base.get("resources") or {}).items() if k not in resources}
+    config["resources"] = {**resources, **extra}  # collections first, then the base's processes
     return config
 
 
@@ -276,4 +283,5 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
     tmp.write_text(header + body, encoding="utf-8")
     tmp.replace(config_path)
     write_openapi(config_path, openapi_path, settings.database_url)
-    return Published(config_path, openapi_path, list(config["resources"]))
+    return Published(config_path, openapi_path,
+                     [k for k, v in config["resources"].items() if v.get("type") == "collection"])

@@ -61,7 +61,9 @@ def test_every_layer_is_a_collection_with_crs84_first(published: tuple[Path, dic
         assert res["extents"]["spatial"]["bbox"] == pytest.approx(list(record.bbox_crs84))
         assert res["extents"]["spatial"]["crs"] == CRS84
         assert any(link["rel"] == "license" for link in res["links"])
-    assert sorted(resources) == sorted(["catalogue", *VECTORS, RASTER])
+    collections = [r for r, v in resources.items() if v["type"] == "collection"]
+    assert sorted(collections) == sorted(["catalogue", *VECTORS, RASTER])
+    assert resources["data-centre-site-selection"]["type"] == "process"
 
 
 def test_raster_and_synthetic_layers(published: tuple[Path, dict[str, Any]]) -> None:
