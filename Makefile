@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test lint bench bench-api bench-planning clean-venv
 
 setup:
 	@bash scripts/setup.sh
@@ -11,6 +11,7 @@ demo: setup
 	$(BIN)/sdi layers validate
 	$(BIN)/sdi load --all
 	$(BIN)/sdi layers list
+	$(BIN)/sdi sites --out data/store/data-centre-sites.gpkg --map data/store/data-centre-sites.png
 	$(BIN)/sdi publish
 	$(BIN)/sdi serve --host 127.0.0.1 --port 5000
 
@@ -23,6 +24,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/load_bench.py
+
+bench-planning: setup
+	$(BIN)/python benchmarks/planning_bench.py
 
 clean-venv:
 	rm -rf $(VENV)

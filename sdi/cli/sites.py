@@ -109,18 +109,6 @@ def staged(targets: Sequence[Path]) -> Iterator[list[Path]]:
             _remove(temp)
 
 
-def synthetic_layers(settings: Settings, criteria: Criteria) -> list[str]:
-    """Ids of the layers the criteria use (vector and raster) that the catalogue marks synthetic."""
-    from sdi.db import connect
-    from sdi.planning.criteria import SlopeScore
-
-    ids = criteria.vector_layers() + [s.raster for s in criteria.scores if isinstance(s, SlopeScore)]
-    with connect(settings) as conn:
-        rows = conn.execute("select id from sdi.layer where synthetic and id = any(%s) order by id",
-                            (ids,)).fetchall()
-    return [str(r[0]) for r in rows]
-
-
 def _districts(settings: Settings, criteria: Criteria) -> gpd.GeoDataFrame | None:
     from sdi.db import connect
     from sdi.planning.sources import read_layer
@@ -138,7 +126,7 @@ def draw_map(sites: gpd.GeoDataFrame, path: Path, settings: Settings, criteria: 
 
     title = criteria.title.en + (f" in {sites['district'].iloc[0]}" if district and len(sites) else "")
     plot_sites(sites, path, districts=_districts(settings, criteria), title=title,
-               synthetic=synthetic_layers(settings, criteria), top=SHOWN)
+               synthetic=list(sites.attrs.get("synthetic_layers", [])), top=SHOWN)
 
 
 def summary(sites: gpd.GeoDataFrame, criteria_id: str) -> Table:
@@ -189,5 +177,8 @@ def sites_cmd(
         if map_file is not None:
             draw_map(sites, temps[1], settings, model, district)
     consoles.out.print(summary(sites, model.id))
+    if sites.attrs.get("synthetic_layers"):
+        names = ", ".join(sites.attrs["synthetic_layers"])
+        consoles.out.print(f"note: these sites come from SYNTHETIC layers: {names}", markup=False)
     consoles.out.print(f"wrote {len(sites)} site(s) to {out}" + (f" and a map to {map_file}" if map_file else ""),
                        markup=False)

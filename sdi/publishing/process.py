@@ -186,9 +186,14 @@ def with_min_area(criteria: dict[str, Any] | None, min_m2: float) -> Criteria:
 
 
 def feature_collection(sites: gpd.GeoDataFrame) -> dict[str, Any]:
-    """Ranked sites (a GeoDataFrame in EPSG:2326) as a GeoJSON FeatureCollection in EPSG:4326, ids = site labels."""
+    """Ranked sites (a GeoDataFrame in EPSG:2326) as a GeoJSON FeatureCollection in EPSG:4326, ids = site labels.
+
+    Foreign members ``criteria`` and ``synthetic_layers`` say which model ran and which inputs are synthetic.
+    """
     frame = sites.to_crs(WGS84).set_index("site", drop=False)
     doc: dict[str, Any] = json.loads(frame.to_json(na="null", drop_id=False))
+    doc["criteria"] = sites.attrs.get("criteria")
+    doc["synthetic_layers"] = list(sites.attrs.get("synthetic_layers", []))
     return doc
 
 

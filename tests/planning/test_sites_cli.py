@@ -68,6 +68,7 @@ def test_geopackage_in_hk_grid(store: Settings, expected: gpd.GeoDataFrame, tmp_
     assert shapely.equals_exact(got.geometry.values, expected.geometry.values, tolerance=1e-6).all()
     flat = " ".join(stdout.split())
     assert f"wrote {len(expected)} site(s)" in flat and str(expected["site"].iloc[0]) in flat
+    assert "SYNTHETIC layers: " + ", ".join(expected.attrs["synthetic_layers"]) in flat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sites.gpkg"]  # no temporary file left
 
 

@@ -15,6 +15,7 @@ import requests
 from pygeoapi.process.base import ProcessorExecuteError
 from pygeoapi.util import JobStatus, RequestedProcessExecutionMode
 
+from sdi.db import connect
 from sdi.planning import site_selection
 from sdi.publishing.jobs import SdiJobManager
 from sdi.publishing.process import PROCESS_ID, PROCESSOR
@@ -76,6 +77,10 @@ def test_sync_execution_equals_the_library(live: tuple[str, Settings], sync_resu
     assert got == [(int(r), str(s), round(float(v), 6)) for r, s, v in
                    zip(expected["rank"], expected["site"], expected["score"], strict=True)]
     assert len(got) == INPUTS["limit"]
+    with connect(settings) as conn:
+        synthetic = [r[0] for r in conn.execute("select id from sdi.layer where synthetic order by id").fetchall()]
+    assert sync_result["synthetic_layers"] == [i for i in synthetic if i in expected.attrs["layers"]]
+    assert "synthetic_lots" in sync_result["synthetic_layers"]
     props = sync_result["features"][0]["properties"]
     assert {c for c in expected.columns if c.startswith("why_")} <= set(props)
     frame = gpd.GeoDataFrame.from_features(sync_result["features"], crs=4326)

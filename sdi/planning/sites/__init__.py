@@ -14,7 +14,7 @@ from typing import Any
 
 from sdi.db import connect
 from sdi.errors import PlanningError
-from sdi.planning.criteria import Criteria, load_criteria
+from sdi.planning.criteria import Criteria, SlopeScore, load_criteria
 from sdi.planning.result import SiteSelectionResult
 from sdi.planning.sites.plan import make_plan
 from sdi.planning.sites.scoring import finish
@@ -54,7 +54,8 @@ def site_selection(criteria: str | Path | Mapping[str, Any] | Criteria | None = 
         The passing sites in EPSG:2326, best first: ``rank`` (1..n), ``site`` (the candidate label),
         ``score`` (0-100, 6 decimals), ``district``, ``area_m2``, one ``why_<id>`` sentence per
         constraint and score, one ``score_<id>`` (0..1, NaN when not scored) per score, ``geometry``.
-        ``attrs["criteria"]`` is the criteria id.
+        ``attrs``: ``criteria`` (id), ``criteria_title`` (``{"en", "zh"}``), ``district``, ``layers`` (the
+        input layer ids) and ``synthetic_layers`` (those the catalogue marks synthetic).
 
     Raises
     ------
@@ -72,6 +73,9 @@ def site_selection(criteria: str | Path | Mapping[str, Any] | Criteria | None = 
     settings = settings if settings is not None else Settings()
     with connect(settings, autocommit=True) as conn:
         plan = make_plan(conn, model, settings, district=district)
+        layers = sorted({*model.vector_layers(), *(s.raster for s in model.scores if isinstance(s, SlopeScore))})
+        synthetic = [r[0] for r in conn.execute(
+            "select id from sdi.layer where synthetic and id = any(%s) order by id", (layers,)).fetchall()]
         if chosen == "postgis":
             from sdi.planning.sites.postgis_engine import screen
 
@@ -88,5 +92,7 @@ def site_selection(criteria: str | Path | Mapping[str, Any] | Criteria | None = 
         from sdi.planning.sites.dask_engine import screen_dask
 
         raw = screen_dask(inputs, scheduler=scheduler)
-    return finish(plan, raw, limit=limit)
+    result = finish(plan, raw, limit=limit)
+    result.attrs.update(criteria_title=model.title.model_dump(), layers=layers, synthetic_layers=synthetic)
+    return result
 
