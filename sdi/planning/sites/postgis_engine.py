@@ -1,20 +1,28 @@
-"""Site screening in PostGIS: one SQL statement from the candidate table to the raw frame of passing sites.
+"""Site screening in PostGIS: a few statements in one transaction, from the candidate table to the raw passing sites.
 
-The statement is a chain of materialised CTEs, so the constraints run in a fixed order on fewer and
-fewer sites:
+The constraints run in a fixed order on fewer and fewer sites, each step using a GiST index:
 
 1. the *driver*, the first constraint made only of ``in_zone``/``contains`` tests: the matching
    features (polygons cut with ``ST_Subdivide``) look up the candidates through the candidates'
    GiST index, so only candidates near a matching zone or point are ever read;
-2. ``base``: those candidates (all of them if there is no driver) with the cheap filters: minimum
-   area and district (the district polygon tested against each centroid: PostGIS caches it);
-3. one CTE per other constraint, in the order of the criteria: ``LATERAL`` lookups for zones and
-   contained points, ``NOT EXISTS`` with ``ST_Intersects`` / ``ST_DWithin`` for exclusions (GiST);
-4. the district of each survivor (district by district, so each polygon is prepared once) and the
-   nearest matching features (KNN ``<->`` ``LATERAL`` on the GiST index, ties to the lowest key).
+2. those candidates (all of them if there is no driver) with the cheap filters (minimum area,
+   district) and the driver's explaining columns go into a temporary table of *sites*, indexed;
+3. each lone ``exclude_within`` constraint deletes its sites feature-first: the (subdivided,
+   filtered) features look up the sites within the distance through the sites' GiST index;
+4. the other constraints run as ``LATERAL`` lookups / ``EXISTS`` tests, in the order of the
+   criteria, then each survivor gets its district (the district polygons cut into indexed pieces)
+   and its nearest matching features (KNN ``<->`` ``LATERAL`` on a GiST index; a filtered layer is
+   first copied into its own indexed table so the KNN walk skips no rows), ties to the lowest key.
+
+The temporary tables are dropped when the transaction commits. Deleting sites that fail an
+exclusion before the other constraints gives the same sites and explanations as the criteria's
+order: a site must pass every constraint, and an exclusion explains a passing site the same way
+("no X within d m") wherever it runs.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -102,11 +110,20 @@ def _driver(plan: Plan) -> Constraint | None:
                 None)
 
 
+#: Most vertices of a polygon piece (``ST_Subdivide``): small pieces have small boxes and cheap tests.
+PIECE_VERTICES = 256
+
+
+def _pieces(table: LayerTable) -> sql.Composable:
+    """The geometry of feature ``f`` of ``table``, cut into pieces when it is a polygon layer."""
+    polygons = "polygon" in (table.geometry_type or "").lower()
+    return sql.SQL("st_subdivide(f.geom, {})").format(sql.Literal(PIECE_VERTICES)) if polygons else sql.SQL("f.geom")
+
+
 def _matches(test: InZone | Contains, plan: Plan, params: _Params) -> sql.Composable:
     """CTE body: each candidate matching ``test`` with its lowest-key matching feature, found feature-first."""
     table, cand = plan.tables[test.layer], plan.candidates
-    polygons = "polygon" in (table.geometry_type or "").lower()
-    geom = sql.SQL("st_subdivide(f.geom, 256)" if polygons else "f.geom")
+    geom = _pieces(table)
     target = sql.SQL("st_centroid(c.geom)" if isinstance(test, InZone) else "c.geom")
     value = _ident(table, test.where.column) if test.where else sql.SQL("null")
     return sql.SQL(
@@ -152,31 +169,118 @@ def _driver_stage(con: Constraint, source: str, driver: list[str]) -> sql.Compos
                                                    sql.SQL(" ").join(joins))
 
 
-def _districts(plan: Plan, source: str) -> sql.Composable | None:
-    """CTE body: each survivor's district (lowest key holding its centroid), district by district.
+def _is_lone_exclusion(con: Constraint) -> bool:
+    return len(con.any_of) == 1 and isinstance(con.any_of[0], ExcludeWithin)
 
-    ``offset 0`` keeps the districts as the outer loop, so consecutive tests share one district
-    polygon, which PostGIS then prepares once instead of once per site; ``st_setsrid`` copies each
-    polygon out of TOAST storage once, not once per test.
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a screening, with its named parameters.
+
+    ``explainable`` marks the statements ``EXPLAIN ANALYZE`` can run (the others set up or drop).
     """
+
+    query: sql.Composable
+    params: dict[str, object]
+    explainable: bool = False
+
+
+SITES = "_sdi_sites"
+DISTRICTS = "_sdi_district_pieces"
+
+
+def _temp_table(name: str, body: sql.Composable, params: _Params, *, index: bool = True) -> list[Statement]:
+    """Statements creating temporary table ``name`` (dropped at commit) from ``body``, GiST-indexed and analysed."""
+    ident = sql.Identifier(name)
+    out = [Statement(sql.SQL("drop table if exists {}").format(ident), {}),
+           Statement(sql.SQL("create temp table {} on commit drop as {}").format(ident, body), dict(params), True)]
+    if index:
+        out.append(Statement(sql.SQL("create index on {} using gist (geom)").format(ident), {}))
+    return [*out, Statement(sql.SQL("analyze {}").format(ident), {})]
+
+
+def _sites(plan: Plan) -> list[Statement]:
+    """The sites table: the driver's candidates with the cheap filters and the driver's explaining columns."""
+    params = _Params()
+    ctes: list[sql.Composable] = []
+    driver = _driver(plan)
+    driver_ctes = [f"d{k}" for k in range(len(driver.any_of))] if driver else []
+    if driver:
+        for name, test in zip(driver_ctes, driver.any_of, strict=True):
+            assert isinstance(test, InZone | Contains)
+            ctes.append(sql.SQL("{} as materialized ({})").format(sql.Identifier(name), _matches(test, plan, params)))
+    ctes.append(sql.SQL("base as materialized ({})").format(_base(plan, params, driver_ctes)))
+    source = "base"
+    if driver:
+        ctes.append(sql.SQL("s as materialized ({})").format(_driver_stage(driver, source, driver_ctes)))
+        source = "s"
+    body = sql.SQL("with {} select * from {}").format(sql.SQL(", ").join(ctes), sql.Identifier(source))
+    return _temp_table(SITES, body, params)
+
+
+def _exclusion(test: ExcludeWithin, plan: Plan) -> Statement:
+    """Delete the sites within the distance of a matching feature, found feature-first through the sites' index."""
+    params = _Params()
+    table = plan.tables[test.layer]
+    near = (sql.SQL("st_intersects(f.geom, s.geom)") if test.distance_m == 0 else
+            sql.SQL("st_dwithin(f.geom, s.geom, {})").format(params.add(float(test.distance_m))))
+    query = sql.SQL("delete from {sites} x using (select distinct s._pk from (select {pieces} as geom from {t} f "
+                    "where {where}) f join {sites} s on {near}) n where x._pk = n._pk").format(
+        sites=sql.Identifier(SITES), pieces=_pieces(table), t=table.ident, where=_where(test, params), near=near)
+    return Statement(query, dict(params), True)
+
+
+def _district_pieces(plan: Plan) -> list[Statement]:
+    """The district polygons cut into pieces (key, name, piece) in an indexed table."""
     dist, names = plan.districts, plan.criteria.districts
-    if dist is None or names is None:
-        return None
-    return sql.SQL("select distinct on (x._pk) x._pk, d.{pk} as _dpk, d.{name} as _n from "
-                   "(select d.{pk}, d.{name}, st_setsrid(d.geom, st_srid(d.geom)) as geom from {d} d offset 0) d "
-                   "cross join lateral "
-                   "(select p._pk from {source} p where d.geom && p.ctr and st_intersects(d.geom, p.ctr) offset 0) x "
-                   "order by x._pk, d.{pk}").format(pk=sql.Identifier(dist.primary_key),
-                                                    name=sql.Identifier(names.name), d=dist.ident,
-                                                    source=sql.Identifier(source))
+    assert dist is not None and names is not None
+    body = sql.SQL("select f.{pk} as _dpk, f.{name} as _n, {pieces} as geom from {d} f").format(
+        pk=sql.Identifier(dist.primary_key), name=sql.Identifier(names.name), pieces=_pieces(dist), d=dist.ident)
+    return _temp_table(DISTRICTS, body, _Params())
+
+
+def _districts(source: str) -> sql.Composable:
+    """CTE body: each survivor's district (the lowest key holding its centroid), via the pieces' index."""
+    return sql.SQL("select distinct on (p._pk) p._pk, d._dpk, d._n from {source} p join {d} d "
+                   "on d.geom && p.ctr and st_intersects(d.geom, p.ctr) order by p._pk, d._dpk").format(
+        source=sql.Identifier(source), d=sql.Identifier(DISTRICTS))
+
+
+def _near_table(index: int) -> str:
+    return f"_sdi_near_{index}"
+
+
+def _nearest_features(plan: Plan) -> list[Statement]:
+    """A filtered, indexed copy of the features of each distance score with a ``where``: KNN then skips nothing."""
+    out: list[Statement] = []
+    for j, s in enumerate(plan.criteria.scores):
+        if isinstance(s, DistanceTo) and s.where is not None:
+            params, table = _Params(), plan.tables[s.layer]
+            body = sql.SQL("select f.{pk} as _pk, {label} as _l, f.geom from {t} f where {where}").format(
+                pk=sql.Identifier(table.primary_key), label=_ident(table, s.label), t=table.ident,
+                where=_where(s, params))
+            out += _temp_table(_near_table(j), body, params)
+    return out
 
 
 #: Nearest features fetched by KNN before the exact tie-break on (distance, key).
 KNN_CANDIDATES = 8
 
 
+def _nearest(j: int, s: DistanceTo, plan: Plan, params: _Params) -> sql.Composable:
+    """LATERAL subquery: the nearest matching feature's distance and label (ties to the lowest key)."""
+    if s.where is not None:  # its filtered copy
+        features = sql.SQL("select f.geom, f._pk, f._l from {} f").format(sql.Identifier(_near_table(j)))
+    else:
+        table = plan.tables[s.layer]
+        features = sql.SQL("select f.geom, f.{pk} as _pk, {label} as _l from {t} f").format(
+            pk=sql.Identifier(table.primary_key), label=_ident(table, s.label), t=table.ident)
+    return sql.SQL("(select st_distance(k.geom, p.geom) as _d, k._l from ({features} order by f.geom <-> p.geom "
+                   "limit {n}) k order by 1, k._pk limit 1)").format(features=features, n=sql.Literal(KNN_CANDIDATES))
+
+
 def _final(plan: Plan, params: _Params, source: str, member_cols: list[str], districts: bool) -> sql.Composable:
-    """The survivors with their district and nearest-feature distances (KNN on the GiST index)."""
+    """The survivors with their district and nearest-feature distances."""
     cols: list[sql.Composable] = [sql.SQL("p._pk, p.site, p.area_m2, st_x(p.ctr), st_y(p.ctr), st_asbinary(p.geom)")]
     joins: list[sql.Composable] = []
     where: sql.Composable = sql.SQL("true")
@@ -189,68 +293,89 @@ def _final(plan: Plan, params: _Params, source: str, member_cols: list[str], dis
         cols.append(sql.SQL("null::text"))
     cols += [sql.SQL("p.{}").format(sql.Identifier(c)) for c in member_cols]
     for j, s in enumerate(plan.criteria.scores):
-        if not isinstance(s, DistanceTo):
-            continue
-        table, alias = plan.tables[s.layer], sql.Identifier(f"n{j}")
-        joins.append(sql.SQL(
-            "left join lateral (select st_distance(k.geom, p.geom) as _d, k._l from (select f.geom, f.{pk} as _pk, "
-            "{label} as _l from {t} f where {where} order by f.geom <-> p.geom limit {n}) k "
-            "order by 1, k._pk limit 1) {alias} on true").format(
-            label=_ident(table, s.label), t=table.ident, where=_where(s, params), pk=sql.Identifier(table.primary_key),
-            n=sql.Literal(KNN_CANDIDATES), alias=alias))
-        cols += [sql.SQL("{}._d").format(alias), sql.SQL("{}._l").format(alias)]
+        if isinstance(s, DistanceTo):
+            alias = sql.Identifier(f"n{j}")
+            joins.append(sql.SQL("left join lateral {} {} on true").format(_nearest(j, s, plan, params), alias))
+            cols += [sql.SQL("{}._d").format(alias), sql.SQL("{}._l").format(alias)]
     return sql.SQL("select {cols} from {source} p {joins} where {where} order by p._pk").format(
         cols=sql.SQL(", ").join(cols), source=sql.Identifier(source), joins=sql.SQL(" ").join(joins), where=where)
 
 
-def screening_sql(plan: Plan) -> tuple[sql.Composed, dict[str, object], list[str]]:
-    """The screening statement, its named parameters and the names of its output columns."""
+def _select(plan: Plan) -> tuple[Statement, list[str]]:
+    """The last statement: the remaining constraints, districts and nearest features of the sites."""
     params = _Params()
     ctes: list[sql.Composable] = []
     driver = _driver(plan)
-    driver_ctes = [f"d{k}" for k in range(len(driver.any_of))] if driver else []
-    if driver:
-        for name, test in zip(driver_ctes, driver.any_of, strict=True):
-            assert isinstance(test, InZone | Contains)
-            ctes.append(sql.SQL("{} as materialized ({})").format(sql.Identifier(name),
-                                                                 _matches(test, plan, params)))
-    ctes.append(sql.SQL("base as materialized ({})").format(_base(plan, params, driver_ctes)))
-    source, member_cols = "base", []
+    source, member_cols = SITES, []
     for i, con in enumerate(c for c in plan.criteria.constraints if not is_area_only(c)):
-        name = f"s{i}"
-        body = _driver_stage(con, source, driver_ctes) if con is driver else _stage(con, plan, params, source)
-        ctes.append(sql.SQL("{} as materialized ({})").format(sql.Identifier(name), body))
-        source = name
         for k, test in enumerate(con.any_of):
             if isinstance(test, InZone | Contains):
                 member_cols += [member_key(con.id, k, "value"), member_key(con.id, k, "label")]
             if len(con.any_of) > 1:
                 member_cols.append(member_key(con.id, k, "ok"))
-    districts = _districts(plan, source)
-    if districts is not None:
-        ctes.append(sql.SQL("dist as materialized ({})").format(districts))
-    query = sql.SQL("with {ctes} {final}").format(
-        ctes=sql.SQL(", ").join(ctes), final=_final(plan, params, source, member_cols, districts is not None))
+        if con is driver or _is_lone_exclusion(con):
+            continue  # already applied to the sites table
+        name = f"s{i}"
+        ctes.append(sql.SQL("{} as materialized ({})").format(sql.Identifier(name),
+                                                             _stage(con, plan, params, source)))
+        source = name
+    districts = plan.districts is not None and plan.criteria.districts is not None
+    if districts:
+        ctes.append(sql.SQL("dist as materialized ({})").format(_districts(source)))
+    final = _final(plan, params, source, member_cols, districts)
+    query = sql.SQL("with {} {}").format(sql.SQL(", ").join(ctes), final) if ctes else final
     score_cols = [score_key(s.id, f) for s in plan.criteria.scores if isinstance(s, DistanceTo)
                   for f in ("dist", "label")]
-    return query, dict(params), [*_RAW, *member_cols, *score_cols]
+    return Statement(query, dict(params), True), [*_RAW, *member_cols, *score_cols]
+
+
+def screening_statements(plan: Plan) -> tuple[list[Statement], list[str]]:
+    """The statements of a screening (to run in one transaction) and the output columns of the last one."""
+    statements = [Statement(sql.SQL("set local jit = off"), {}),  # compiling the plan costs seconds, saves nothing
+                  Statement(sql.SQL("set local work_mem = '64MB'"), {}),  # the sorts of ~10^5 sites stay in memory
+                  *_sites(plan)]
+    deleted = False
+    for con in plan.criteria.constraints:
+        if _is_lone_exclusion(con):
+            test = con.any_of[0]
+            assert isinstance(test, ExcludeWithin)
+            statements.append(_exclusion(test, plan))
+            deleted = True
+    if deleted:
+        statements.append(Statement(sql.SQL("analyze {}").format(sql.Identifier(SITES)), {}))
+    if plan.districts is not None and plan.criteria.districts is not None:
+        statements += _district_pieces(plan)
+    statements += _nearest_features(plan)
+    select, names = _select(plan)
+    return [*statements, select], names
 
 
 def screen(conn: psycopg.Connection, plan: Plan) -> pd.DataFrame:
-    """Run the screening statement; return the raw frame of passing sites (see :mod:`.scoring`)."""
-    query, params, names = screening_sql(plan)
+    """Run the screening statements; return the raw frame of passing sites (see :mod:`.scoring`)."""
+    statements, names = screening_statements(plan)
     with conn.transaction():
-        conn.execute("set local jit = off")  # compiling the plan costs seconds and saves nothing here
-        rows = conn.execute(query, params).fetchall()
+        for statement in statements[:-1]:
+            conn.execute(statement.query, statement.params)
+        rows = conn.execute(statements[-1].query, statements[-1].params).fetchall()
     frame = pd.DataFrame(rows, columns=names) if rows else pd.DataFrame({n: [] for n in names})
     frame["geometry"] = shapely.from_wkb(np.array([bytes(b) for b in frame.pop("wkb")], dtype=object))
     return frame
 
 
 def explain(conn: psycopg.Connection, plan: Plan, *, analyze: bool = True) -> str:
-    """``EXPLAIN (ANALYZE, BUFFERS)`` (or plain ``EXPLAIN``) of the screening statement, for tuning."""
-    query, params, _ = screening_sql(plan)
-    prefix = sql.SQL("explain (analyze, buffers) " if analyze else "explain ")
-    with conn.transaction():
-        conn.execute("set local jit = off")
-        return "\n".join(r[0] for r in conn.execute(prefix + query, params).fetchall())
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of each statement that reads or writes sites, for tuning.
+
+    The statements run (``EXPLAIN ANALYZE`` executes them) in a transaction that is rolled back.
+    Without ``analyze`` only the set-up statements run, and the last one is explained, not executed.
+    """
+    statements, _ = screening_statements(plan)
+    out: list[str] = []
+    with conn.transaction(force_rollback=True):
+        for st in statements:
+            if not st.explainable or (not analyze and st is not statements[-1]):
+                conn.execute(st.query, st.params)
+                continue
+            prefix = sql.SQL("explain (analyze, buffers) " if analyze else "explain ")
+            out.append(f"-- {st.query.as_string(conn)}")
+            out += [r[0] for r in conn.execute(prefix + st.query, st.params).fetchall()]
+    return "\n".join(out)
