@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from sdi.errors import ConfigError, LayerDefinitionError, LayerNotFoundError
+from sdi.yamlfile import read_yaml
 
 GeometryType = Literal[
     "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon", "Geometry"
@@ -162,18 +162,7 @@ def read_definition(path: Path | str) -> LayerDefinition:
         differs from its file name.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise LayerNotFoundError(f"{path}: no such layer file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayerDefinitionError(f"{path}: cannot read: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise LayerDefinitionError(f"{path}: not valid YAML{at}") from exc
+    data = read_yaml(path, where=str(path), error=LayerDefinitionError, missing=LayerNotFoundError, what="layer file")
     definition = parse_definition(data, where=str(path), yaml_path=path)
     if definition.id != path.stem:
         raise LayerDefinitionError(f"{path}: id: {definition.id!r} does not match the file name {path.stem!r}")

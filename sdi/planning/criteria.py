@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sdi.errors import CriteriaError
+from sdi.yamlfile import read_yaml
 
 #: The shipped data-centre screening model (used when no criteria are given).
 DEFAULT_CRITERIA = Path(__file__).resolve().parent / "criteria" / "data_centre.yml"
@@ -338,15 +338,5 @@ def load_criteria(source: str | Path | Mapping[str, Any] | Criteria | None = Non
         raise CriteriaError(f"criteria: expected a path, a mapping of keys or a Criteria, got {type(source).__name__}")
     path = Path(source) if source is not None else DEFAULT_CRITERIA
     where = str(source) if source is not None else path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise CriteriaError(f"{where}: no such criteria file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CriteriaError(f"{where}: cannot read: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise CriteriaError(f"{where}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from exc
+    data = read_yaml(path, where=where, error=CriteriaError, missing=CriteriaError, what="criteria file")
     return parse_criteria(data, where=where)
