@@ -56,8 +56,7 @@ def screen_dask(inputs: Inputs, *, scheduler: str | None = None) -> gpd.GeoDataF
     meta = screen_partition(cands.iloc[:0], shared)
     with dask_client(scheduler) as opened:
         client = cast(Client, opened)
-        # not client.as_current(): dask-geopandas computes Hilbert distances with the default scheduler
-        # inside its tasks, which fails on a worker when a distributed client is made the default
+        # the client is used explicitly (client.compute), not made the default scheduler
         with dask.config.set({"dataframe.convert-string": False}):
             parts = max(2 * _workers(client), -(-len(cands) // ROWS_PER_PARTITION))
             sites = dask_geopandas.from_geopandas(hilbert_ordered(cands), npartitions=min(parts, max(1, len(cands))),

@@ -54,7 +54,7 @@ def feature_key(test: _Test) -> str:
     return f"{test.layer}|{test.where.model_dump_json() if test.where else ''}|{test.label or ''}"
 
 
-def _read(conn: psycopg.Connection, plan: Plan, layer: str, where: Where | None,
+def read_features(conn: psycopg.Connection, plan: Plan, layer: str, where: Where | None,
           columns: dict[str, str | None], *, min_area: float | None = None) -> gpd.GeoDataFrame:
     """Read ``layer`` filtered by ``where`` (and a minimum area); rename columns (``None`` = the primary key)."""
     pk = plan.tables[layer].primary_key
@@ -79,21 +79,21 @@ def read_inputs(conn: psycopg.Connection, plan: Plan) -> Inputs:
     c = plan.criteria
     areas = min_areas(c)
     # the cheapest filter runs in the database: fewer rows to send (screen_partition applies it again)
-    candidates = _read(conn, plan, c.candidates.layer, None, {"_pk": None, "site": c.candidates.label},
+    candidates = read_features(conn, plan, c.candidates.layer, None, {"_pk": None, "site": c.candidates.label},
                        min_area=max(areas) if areas else None)
     features: dict[str, gpd.GeoDataFrame] = {}
     for test in layer_tests(plan):
         key = feature_key(test)
         if key not in features:
-            features[key] = _read(conn, plan, test.layer, test.where,
+            features[key] = read_features(conn, plan, test.layer, test.where,
                                   {"_pk": None, "_v": test.where.column if test.where else None, "_l": test.label})
     districts = None
     if c.districts:
-        districts = _read(conn, plan, c.districts.layer, None, {"_pk": None, "_n": c.districts.name})
+        districts = read_features(conn, plan, c.districts.layer, None, {"_pk": None, "_n": c.districts.name})
     return Inputs(plan, candidates, features, districts)
 
 
-def _first_hit(features: gpd.GeoDataFrame, geoms: np.ndarray, predicate: str,
+def first_hit(features: gpd.GeoDataFrame, geoms: np.ndarray, predicate: str,
                distance: float | None = None) -> np.ndarray:
     """For each geometry, the position of the lowest-key feature it meets (``-1`` where none).
 
@@ -114,7 +114,7 @@ def _first_hit(features: gpd.GeoDataFrame, geoms: np.ndarray, predicate: str,
     return out
 
 
-def _nearest(features: gpd.GeoDataFrame, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest_feature(features: gpd.GeoDataFrame, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each geometry, the position of the nearest feature (lowest key among ties, ``-1`` if none) and distance."""
     pos, dist = np.full(len(geoms), -1, dtype=np.intp), np.full(len(geoms), np.nan)
     if len(features) == 0 or len(geoms) == 0:
@@ -127,7 +127,7 @@ def _nearest(features: gpd.GeoDataFrame, geoms: np.ndarray) -> tuple[np.ndarray,
     return pos, dist
 
 
-def _take(features: gpd.GeoDataFrame, column: str, pos: np.ndarray) -> np.ndarray:
+def take(features: gpd.GeoDataFrame, column: str, pos: np.ndarray) -> np.ndarray:
     values = np.empty(len(pos), dtype=object)
     values[:] = None
     found = pos >= 0
@@ -160,13 +160,13 @@ def _member(test: MinArea | _Test, sites: _Sites, inputs: Inputs, extra: dict[st
         return np.asarray(sites.cols["area_m2"] >= test.min_m2)
     feats = inputs.features[feature_key(test)]
     if isinstance(test, ExcludeWithin):
-        hit = _first_hit(feats, sites.geoms, "intersects" if test.distance_m == 0 else "dwithin",
+        hit = first_hit(feats, sites.geoms, "intersects" if test.distance_m == 0 else "dwithin",
                          None if test.distance_m == 0 else float(test.distance_m))
         return hit < 0
     assert isinstance(test, InZone | Contains)
-    pos = _first_hit(feats, sites.centroid if isinstance(test, InZone) else sites.geoms, "intersects")
+    pos = first_hit(feats, sites.centroid if isinstance(test, InZone) else sites.geoms, "intersects")
     none = np.full(len(pos), None, dtype=object)
-    extra["value"], extra["label"] = _take(feats, "_v", pos) if test.where else none, _take(feats, "_l", pos)
+    extra["value"], extra["label"] = take(feats, "_v", pos) if test.where else none, take(feats, "_l", pos)
     return pos >= 0
 
 
@@ -185,7 +185,7 @@ def _constraint(con: Constraint, sites: _Sites, inputs: Inputs) -> None:
 def _district(sites: _Sites, inputs: Inputs) -> np.ndarray:
     """Position of each site's district (lowest key holding its centroid; ``-1`` where none)."""
     assert inputs.districts is not None
-    return _first_hit(inputs.districts, sites.centroid, "intersects")
+    return first_hit(inputs.districts, sites.centroid, "intersects")
 
 
 def screen_partition(cands: gpd.GeoDataFrame, inputs: Inputs) -> gpd.GeoDataFrame:
@@ -202,19 +202,19 @@ def screen_partition(cands: gpd.GeoDataFrame, inputs: Inputs) -> gpd.GeoDataFram
         if is_area_only(con):
             _constraint(con, sites, inputs)
     if plan.district_pks and inputs.districts is not None:
-        pks = _take(inputs.districts, "_pk", _district(sites, inputs)).astype("float64")
+        pks = take(inputs.districts, "_pk", _district(sites, inputs)).astype("float64")
         sites.keep(np.isin(pks, plan.district_pks))
     for con in plan.criteria.constraints:
         if not is_area_only(con):
             _constraint(con, sites, inputs)
     sites.cols["district"] = np.full(len(sites.geoms), None, dtype=object) if inputs.districts is None else \
-        _take(inputs.districts, "_n", _district(sites, inputs))
+        take(inputs.districts, "_n", _district(sites, inputs))
     for score in plan.criteria.scores:
         if isinstance(score, DistanceTo):
             feats = inputs.features[feature_key(score)]
-            pos, dist = _nearest(feats, sites.geoms)
+            pos, dist = nearest_feature(feats, sites.geoms)
             sites.cols[score_key(score.id, "dist")] = dist
-            sites.cols[score_key(score.id, "label")] = _take(feats, "_l", pos)
+            sites.cols[score_key(score.id, "label")] = take(feats, "_l", pos)
     centroid = sites.centroid
     cols = dict(sites.cols, cx=shapely.get_x(centroid), cy=shapely.get_y(centroid))
     geometry = cols.pop("geometry")
