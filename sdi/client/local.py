@@ -46,9 +46,10 @@ PAGE_SIZE = 10_000  #: rows per SQL statement
 def parse_where(where: str, columns: dict[str, str]) -> tuple[sql.Composable, dict[str, Any]]:
     """A CQL text filter as a SQL expression over alias ``t`` (see :func:`sdi.publishing.cql.to_sql`).
 
-    The text is parsed exactly as the API parses its ``filter`` parameter (pygeoapi uses pygeofilter's ECQL
-    parser: comparisons, ``LIKE``, ``IN``, ``BETWEEN``, ``IS NULL``, ``AND``/``OR`` and spatial predicates such as
-    ``INTERSECTS(geom, POINT(114.17 22.28))``), so one string selects the same features locally and remotely.
+    The text is parsed exactly as the API parses its ``filter`` parameter (CQL2 text or ECQL, with
+    :func:`sdi.publishing.cql.parse_filter_text`: comparisons, ``LIKE``, ``IN``, ``BETWEEN``, ``IS NULL``,
+    ``AND``/``OR`` and spatial predicates such as ``S_INTERSECTS(geom, POINT(114.17 22.28))`` or ECQL's
+    ``INTERSECTS(...)``), so one string selects the same features locally and remotely.
 
     Raises
     ------
@@ -56,14 +57,13 @@ def parse_where(where: str, columns: dict[str, str]) -> tuple[sql.Composable, di
         When the text does not parse or names an unknown property.
     """
     from pygeoapi.provider.base import ProviderInvalidQueryError
-    from pygeofilter.parsers.ecql import parse
 
-    from sdi.publishing.cql import to_sql
+    from sdi.publishing.cql import parse_filter_text, to_sql
 
     try:
-        node = parse(where)
-    except Exception as exc:  # lark's parse errors have no common public base
-        detail = " ".join(str(exc).split()).split(" Expected")[0][:160]
+        node = parse_filter_text(where)
+    except ValueError as exc:
+        detail = " ".join(str(exc.__cause__ or exc).split()).split(" Expected")[0][:160]
         raise ConfigError(f"where: not valid CQL text {where!r}: {detail}") from exc
     try:
         return to_sql(node, columns, "geom", TABLE_SRID)

@@ -56,6 +56,7 @@ from sdi.db import connect, redact
 from sdi.errors import ConfigError, DatabaseUnavailableError, LayerNotFoundError, SdiError, http_status
 from sdi.publishing.config import CATALOGUE_ID, CONFIG_DIR, CONFIG_FILE, OPENAPI_FILE
 from sdi.publishing.cql import CRS84 as CRS84_URI
+from sdi.publishing.cql import parse_filter_text
 from sdi.publishing.features import RAW_BBOX
 from sdi.settings import Settings
 
@@ -215,6 +216,9 @@ async def delete_job(request: Request) -> Response:
     KeyError: the job was deleted but the client got a 500.
     """
     from pygeoapi import starlette_app as pygeoapi_app
+    from pygeoapi.api import itemtypes
+
+    itemtypes.parse_ecql_text = parse_filter_text  # CQL2 text as well as ECQL for `filter`
 
     response: Response = await pygeoapi_app.execute_from_starlette(_delete_job_json, request,
                                                                    str(request.path_params["job_id"]))
@@ -308,6 +312,8 @@ class QueryParameterMiddleware:
         if problem:
             await ogc_exception(400, "InvalidParameterValue", problem)(scope, receive, send)
             return
+        if params.get("filter-lang") == "cql2-text":  # pygeoapi 0.21 refuses the name (create_app lets it parse it)
+            scope = dict(scope, query_string=urlencode([(k, v) for k, v in pairs if k != "filter-lang"]).encode())
         token = RAW_BBOX.set(_raw_bbox(params))
         try:
             await self.app(scope, receive, send)
@@ -383,6 +389,9 @@ def create_app() -> Starlette:
     os.environ.setdefault("PYGEOAPI_OPENAPI", str((serve.pygeoapi_openapi or serve.pygeoapi_config.with_name(
         OPENAPI_FILE)).resolve()))
     from pygeoapi import starlette_app as pygeoapi_app
+    from pygeoapi.api import itemtypes
+
+    itemtypes.parse_ecql_text = parse_filter_text  # CQL2 text as well as ECQL for `filter`
 
     inner: Starlette = pygeoapi_app.APP
     inner.debug = False  # pygeoapi turns Starlette's debug tracebacks on; never show them to clients

@@ -92,6 +92,8 @@ class _Translator:
             return self.attribute(node)
         if isinstance(node, bool | int | float | str) or node is None:
             return self.bind(node)
+        if isinstance(node, ast.Function) and node.name.lower() in ("lower", "casei") and len(node.arguments) == 1:
+            return sql.SQL("lower(({})::text)").format(self.value(node.arguments[0]))  # CQL2 CASEI()
         raise ProviderInvalidQueryError(user_msg=f"filter: unsupported value {node!r}")
 
     def geometry(self, node: Any) -> sql.Composable:
@@ -162,6 +164,31 @@ class _Translator:
         if isinstance(node, ast.Include):
             return sql.SQL("false" if node.not_ else "true")
         raise ProviderInvalidQueryError(user_msg=f"filter: unsupported expression {type(node).__name__}")
+
+
+def parse_filter_text(text: str) -> Any:
+    """Parse a ``filter`` text as CQL2 text, else as ECQL (the dialect pygeoapi 0.21 parses).
+
+    OGC API – Features Part 3 names CQL2 text (``S_INTERSECTS``, ``CASEI``, ``DATE('…')``); pygeoapi 0.21
+    only knows ECQL (``INTERSECTS``). Both are accepted, whatever ``filter-lang`` says: the two agree on
+    comparisons, ``LIKE``, ``IN``, ``BETWEEN``, ``IS NULL`` and ``AND``/``OR``/``NOT``.
+
+    Raises
+    ------
+    ValueError
+        When the text is neither (the message is the ECQL parser's).
+    """
+    from pygeofilter.parsers.cql2_text import parse as parse_cql2
+    from pygeofilter.parsers.ecql import parse as parse_ecql
+
+    try:
+        return parse_cql2(text)
+    except Exception:  # lark's parse errors have no common public base
+        try:
+            return parse_ecql(text)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"filter: not valid CQL2 or ECQL text: {first}") from exc
 
 
 def to_sql(node: Any, columns: Mapping[str, str], geom_column: str = "geom",

@@ -58,6 +58,8 @@ QUERIES = [
     pytest.param("public_libraries_2013", {"limit": 25, "where": "fid > 100"}, id="limit"),
     pytest.param("districts_18", {"where": "INTERSECTS(geom, POINT(114.1694 22.2783))", "columns": ["name_en"]},
                  id="spatial-filter"),
+    pytest.param("districts_18", {"where": "S_INTERSECTS(geom, POINT(114.1694 22.2783)) OR CASEI(name_en) = "
+                                           "CASEI('Kwun Tong')", "columns": ["name_en"]}, id="cql2-text-filter"),
 ]
 
 

@@ -427,3 +427,23 @@ def test_unsupported_crs_is_400(live: LiveServer, param: str, value: str) -> Non
     assert response.status_code == 400, response.text[:300]
     single = get(f"{live.url}/collections/{REFERENCE}/items/1", **params) if param == "crs" else None
     assert single is None or single.status_code == 400
+
+
+@pytest.mark.parametrize("lang", [None, "cql2-text"])
+def test_cql2_text_filter_pages_like_ecql(live: LiveServer, lang: str | None) -> None:
+    """OGC API – Features Part 3: a CQL2-text ``filter`` (``filter-lang=cql2-text`` or none) selects what the
+    same ECQL filter selects, on every page reached through ``next`` links (which pygeoapi 0.21 builds)."""
+    lon0, lat0, lon1, lat1 = CENTRAL_CRS84
+    poly = f"POLYGON(({lon0} {lat0}, {lon1} {lat0}, {lon1} {lat1}, {lon0} {lat1}, {lon0} {lat0}))"
+    expected = stored(live, "public_libraries_2013",
+                      "st_intersects(t.geom, st_transform(st_makeenvelope(%s, %s, %s, %s, 4326), 2326))",
+                      (lon0, lat0, lon1, lat1))
+    assert len(expected) >= 2, "the test box should hold two pages of libraries"
+    url = f"{live.url}/collections/public_libraries_2013/items"
+    extra = {"filter-lang": lang} if lang else {}
+    cql2, matched, pages = all_pages(url, filter=f"S_INTERSECTS(geom, {poly})", limit=1, **extra)
+    ecql, _, _ = all_pages(url, filter=f"INTERSECTS(geom, {poly})", limit=1)
+    assert pages > 1
+    assert {str(f["id"]) for f in cql2} == {str(f["id"]) for f in ecql} == set(expected) and matched == len(expected)
+    bad = get(url, filter=f"S_INTERSECTS(geom, {poly}", **extra)
+    assert bad.status_code == 400 and "CQL" in bad.text
