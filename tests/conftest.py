@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,9 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from loaders import load
 from sdi.db import init_db
+from sdi.layerdef import read_definition
 from sdi.settings import Settings
 
 pytest_plugins = ["tests._require_db", "pytester"]
@@ -55,6 +57,19 @@ def fresh_database() -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def loaded_database(layer_ids: Iterable[str] = (), *, definitions: Iterable[Path] = (),
+                    **settings: Any) -> Iterator[Settings]:
+    """A :func:`fresh_database` with the YAML files ``definitions`` and then ``layers/<id>.yml`` of each id in
+    ``layer_ids`` loaded, in that order; yields its :class:`Settings` (``layers_dir`` = ``layers/`` and the
+    given ``settings`` fields)."""
+    with fresh_database() as url:
+        store = Settings(database_url=url, layers_dir=LAYERS, **settings)
+        for path in [*definitions, *(LAYERS / f"{layer}.yml" for layer in layer_ids)]:
+            load(read_definition(path), store)
+        yield store
 
 
 @pytest.fixture(scope="session")

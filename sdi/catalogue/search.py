@@ -9,6 +9,7 @@ finds "zoning"), and ``word_similarity`` from pg_trgm forgives a typo ("distrct"
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -43,18 +44,25 @@ def latin_part(text: str) -> str:
     return " ".join(_CJK_RUN.sub(" ", text).split())
 
 
+def parse_box(values: Iterable[object], *, what: str = "bbox",
+              shown: object = None) -> tuple[float, float, float, float]:
+    """Four numbers ``minx, miny, maxx, maxy`` with min <= max, in any CRS; :class:`ConfigError` naming ``what``."""
+    shown = values if shown is None else shown
+    try:
+        box = tuple(float(p) for p in values)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what}: expected four numbers minx,miny,maxx,maxy, got {shown!r}") from exc
+    if len(box) != 4:
+        raise ConfigError(f"{what}: expected four numbers minx,miny,maxx,maxy, got {shown!r}")
+    if box[0] > box[2] or box[1] > box[3]:
+        raise ConfigError(f"{what}: expected minx,miny,maxx,maxy with min <= max, got {shown!r}")
+    return box[0], box[1], box[2], box[3]
+
+
 def parse_bbox(value: str | tuple[float, ...] | list[float], *,
                what: str = "bbox") -> tuple[float, float, float, float]:
     """A longitude/latitude box from ``"minx,miny,maxx,maxy"`` or a sequence; :class:`ConfigError` if malformed."""
-    parts = value.split(",") if isinstance(value, str) else list(value)
-    try:
-        box = tuple(float(p) for p in parts)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: expected four numbers minx,miny,maxx,maxy, got {value!r}") from exc
-    if len(box) != 4:
-        raise ConfigError(f"{what}: expected four numbers minx,miny,maxx,maxy, got {value!r}")
-    if box[0] > box[2] or box[1] > box[3]:
-        raise ConfigError(f"{what}: expected minx,miny,maxx,maxy with min <= max, got {value!r}")
+    box = parse_box(value.split(",") if isinstance(value, str) else list(value), what=what, shown=value)
     if not (-180 <= box[0] <= 180 and -180 <= box[2] <= 180 and -90 <= box[1] <= 90 and -90 <= box[3] <= 90):
         raise ConfigError(f"{what}: longitude/latitude out of range in {value!r}")
     return box

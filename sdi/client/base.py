@@ -158,18 +158,10 @@ def output_epsg(crs: str | int) -> int:
 
 
 def check_bbox(bbox: Sequence[float] | None) -> tuple[float, float, float, float] | None:
-    """``bbox`` as four floats (minx, miny, maxx, maxy); :class:`ConfigError` when malformed."""
-    if bbox is None:
-        return None
-    try:
-        box = tuple(float(v) for v in bbox)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bbox: expected four numbers (minx, miny, maxx, maxy), got {bbox!r}") from exc
-    if len(box) != 4:
-        raise ConfigError(f"bbox: expected four numbers (minx, miny, maxx, maxy), got {bbox!r}")
-    if box[0] > box[2] or box[1] > box[3]:
-        raise ConfigError(f"bbox: expected (minx, miny, maxx, maxy) with min <= max, got {bbox!r}")
-    return box[0], box[1], box[2], box[3]
+    """``bbox`` as four floats (minx, miny, maxx, maxy) in any CRS; :class:`ConfigError` when malformed."""
+    from sdi.catalogue.search import parse_box
+
+    return None if bbox is None else parse_box(bbox)
 
 
 def check_limit(limit: int | None) -> int | None:

@@ -217,6 +217,11 @@ class Criteria(_Model):
         ids += [t.layer for t in tests if isinstance(t, LayerTest)]
         return list(dict.fromkeys(ids))
 
+    def layers(self) -> list[str]:
+        """Ids of every layer the model reads: :meth:`vector_layers`, then the rasters of its slope scores."""
+        rasters = [s.raster for s in self.scores if isinstance(s, SlopeScore)]
+        return list(dict.fromkeys([*self.vector_layers(), *rasters]))
+
     def with_weights(self, weights: Mapping[str, Any] | None, *, where: str = "weights") -> Criteria:
         """Return a copy with some score weights replaced.
 

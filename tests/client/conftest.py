@@ -11,13 +11,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from loaders import load
 from sdi.client.local import LocalClient
 from sdi.client.remote import RemoteClient
 from sdi.client.remote import connect as remote_connect
-from sdi.layerdef import read_definition
 from sdi.settings import Settings
-from tests.conftest import LAYERS, fresh_database
+from tests.conftest import loaded_database
 from tests.live_server import sdi_server
 
 CLIENT_LAYERS = ("public_libraries_2013", "districts_18", "industrial_special_waivers", "buildings_with_carparks",
@@ -37,10 +35,7 @@ class Pair:
 @pytest.fixture(scope="session")
 def client_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A fresh database with :data:`CLIENT_LAYERS` loaded."""
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=tmp_path_factory.mktemp("client_store"))
-        for layer in CLIENT_LAYERS:
-            load(read_definition(LAYERS / f"{layer}.yml"), settings)
+    with loaded_database(CLIENT_LAYERS, data_dir=tmp_path_factory.mktemp("client_store")) as settings:
         yield settings
 
 

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loaders import load
-from sdi.layerdef import read_definition
 from sdi.settings import Settings
-from tests.conftest import LAYERS, fresh_database
+from tests.conftest import LAYERS, loaded_database
 from tests.live_server import sdi_server
 
 #: Real sample layers the notebooks read (01-03) and the data-centre criteria screen against (04).
@@ -56,9 +54,7 @@ def notebook_stack(tmp_path_factory: pytest.TempPathFactory, kernel_dir: Path) -
     """A fresh database with :data:`SAMPLE_LAYERS` and the available :data:`PLANNING_LAYERS`, served by `sdi serve`."""
     data_dir = tmp_path_factory.mktemp("notebook_store")
     missing = tuple(layer for layer in PLANNING_LAYERS if not (LAYERS / f"{layer}.yml").is_file())
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=data_dir)
-        for layer in SAMPLE_LAYERS + tuple(p for p in PLANNING_LAYERS if p not in missing):
-            load(read_definition(LAYERS / f"{layer}.yml"), settings)
-        with sdi_server(settings, tmp_path_factory.mktemp("notebook_serve")) as base:
-            yield NotebookStack(settings, base, kernel_dir, missing)
+    layers = SAMPLE_LAYERS + tuple(p for p in PLANNING_LAYERS if p not in missing)
+    with loaded_database(layers, data_dir=data_dir) as settings, \
+            sdi_server(settings, tmp_path_factory.mktemp("notebook_serve")) as base:
+        yield NotebookStack(settings, base, kernel_dir, missing)

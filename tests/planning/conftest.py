@@ -115,9 +115,7 @@ def load_layers(planning_settings: Settings) -> Callable[[list[Path]], None]:
 @pytest.fixture(scope="session")
 def sample_layers(load_layers: Callable[[list[Path]], None], planning_settings: Settings) -> Settings:
     """Load the layers the shipped data-centre criteria read, and the synthetic DEM; return the settings."""
-    criteria = load_criteria()
-    ids = criteria.vector_layers() + [s.raster for s in criteria.scores if s.type == "slope"]
-    load_layers([LAYERS / f"{layer_id}.yml" for layer_id in ids])
+    load_layers([LAYERS / f"{layer_id}.yml" for layer_id in load_criteria().layers()])
     return planning_settings
 
 

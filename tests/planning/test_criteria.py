@@ -29,6 +29,7 @@ def test_shipped_model_loads_and_names_real_or_defined_layers() -> None:
     for layer in ("districts_18", "industrial_special_waivers", "landslide_incidents", "oil_storage_installations"):
         assert layer in criteria.vector_layers()
         assert (LAYERS / f"{layer}.yml").exists()
+    assert criteria.layers() == [*criteria.vector_layers(), "synthetic_dem"]  # the slope score's raster last
 
 
 def test_shipped_model_explains_its_rules() -> None:

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from loaders import load
-from sdi.layerdef import read_definition
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, fresh_database
+from tests.conftest import DATA, loaded_database
 from tests.live_server import sdi_server
 
 REFERENCE = "landsd_reference"
@@ -45,11 +43,8 @@ class LiveServer:
 def ogc_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A fresh database with the reference layer and the sample layers loaded."""
     data_dir = tmp_path_factory.mktemp("ogc_store")
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=data_dir)
-        load(read_definition(DATA / "publishing" / f"{REFERENCE}.yml"), settings)
-        for layer in SAMPLE_LAYERS:
-            load(read_definition(LAYERS / f"{layer}.yml"), settings)
+    with loaded_database(SAMPLE_LAYERS, definitions=[DATA / "publishing" / f"{REFERENCE}.yml"],
+                         data_dir=data_dir) as settings:
         yield settings
 
 

@@ -14,11 +14,8 @@ from pygeoapi.util import modify_pygeofilter, transform_bbox
 from pygeofilter.parsers.ecql import parse as parse_ecql
 
 import sdi.publishing.features as features
-from loaders import load
-from sdi.layerdef import read_definition
 from sdi.publishing.features import SdiFeatureProvider
-from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, fresh_database
+from tests.conftest import DATA, loaded_database
 from tests.live_server import pygeoapi_server
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -34,12 +31,10 @@ M_PER_DEG_LAT, M_PER_DEG_LON = 110_770.0, 102_900.0  # at 22.3° N
 @pytest.fixture(scope="module")
 def features_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database holding the LandsD points, the public libraries and the 18 districts."""
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=tmp_path_factory.mktemp("store"))
-        load(read_definition(DATA / "publishing" / "landsd_reference.yml"), settings)
-        for layer_id in ("public_libraries_2013", "districts_18"):
-            load(read_definition(LAYERS / f"{layer_id}.yml"), settings)
-        yield url
+    with loaded_database(("public_libraries_2013", "districts_18"),
+                         definitions=[DATA / "publishing" / "landsd_reference.yml"],
+                         data_dir=tmp_path_factory.mktemp("store")) as settings:
+        yield settings.database_url
 
 
 def provider(url: str, table: str) -> SdiFeatureProvider:

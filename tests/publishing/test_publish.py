@@ -10,12 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from loaders import load
 from sdi.catalogue import Catalogue
-from sdi.layerdef import read_definition
 from sdi.publishing.config import CRS84, CRS_LIST, STORAGE_CRS, publish
 from sdi.settings import Settings
-from tests.conftest import LAYERS, fresh_database
+from tests.conftest import loaded_database
 
 VECTORS = ("districts_18", "landslide_incidents", "weather_stations")
 RASTER = "synthetic_mudflat_elevation"
@@ -25,11 +23,7 @@ RASTER = "synthetic_mudflat_elevation"
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A module database with three vector layers and the synthetic raster loaded."""
     data_dir = tmp_path_factory.mktemp("store")
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=data_dir,
-                            public_url="http://sdi.example.org:8080/")
-        for layer in (*VECTORS, RASTER):
-            load(read_definition(LAYERS / f"{layer}.yml"), settings)
+    with loaded_database((*VECTORS, RASTER), data_dir=data_dir, public_url="http://sdi.example.org:8080/") as settings:
         yield settings
 
 

@@ -16,21 +16,17 @@ import psycopg
 import pytest
 import requests
 
-from loaders import load
 from sdi.layerdef import read_definition
 from sdi.publishing.app import APPLICATION_NAME, reader_url
 from sdi.settings import Settings
-from tests.conftest import LAYERS, ROOT, fresh_database
+from tests.conftest import LAYERS, ROOT, loaded_database
 from tests.live_server import free_port, sdi_server
 
 LAYER_IDS = ("districts_18", "landslide_incidents", "weather_stations")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     data_dir = tmp_path_factory.mktemp("store")
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=data_dir)
-        for layer in LAYER_IDS:
-            load(read_definition(LAYERS / f"{layer}.yml"), settings)
+    with loaded_database(LAYER_IDS, data_dir=data_dir) as settings:
         yield settings
 
 

@@ -19,14 +19,12 @@ from pygeoapi.provider.base import ProviderInvalidQueryError
 from pygeoapi.provider.tile import ProviderTileNotFoundError, ProviderTilesetIdNotFoundError
 from pyproj import Transformer
 
-from loaders import load
 from sdi.catalogue import Catalogue
 from sdi.catalogue.models import CatalogueRecord
-from sdi.layerdef import read_definition
 from sdi.publishing.mvt import BUFFER, EXTENT, SdiMVTProvider
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, fresh_database
+from tests.conftest import DATA, loaded_database
 from tests.live_server import pygeoapi_server
 
 LIBRARIES = "public_libraries_2013"
@@ -42,10 +40,7 @@ EDGE_TOLERANCE_M = 5.0  # points this close to a tile edge are not asserted eith
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A module database with the libraries, the 18 districts and the synthetic raster loaded."""
     data_dir = tmp_path_factory.mktemp("store")
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS, data_dir=data_dir)
-        for layer in (LIBRARIES, DISTRICTS, RASTER):
-            load(read_definition(LAYERS / f"{layer}.yml"), settings)
+    with loaded_database((LIBRARIES, DISTRICTS, RASTER), data_dir=data_dir) as settings:
         yield settings
 
 

@@ -18,7 +18,7 @@ from sdi.cli import app
 from sdi.errors import ConfigError, LayerNotFoundError
 from sdi.layerdef import read_definition
 from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, fresh_database
+from tests.conftest import DATA, LAYERS, loaded_database
 
 SAMPLES = ["district_council_2001", "districts_18", "landslide_incidents", "public_libraries_2013",
            "public_hospitals_2013", "weather_stations", "oil_storage_installations", "traffic_hotzone_streets",
@@ -28,10 +28,7 @@ SAMPLES = ["district_council_2001", "districts_18", "landslide_incidents", "publ
 @pytest.fixture(scope="module")
 def catalogue(database_url: str) -> Iterator[Catalogue]:
     """A catalogue of the sample layers only, in a database of its own (other tests load other layers)."""
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS)
-        for layer_id in SAMPLES:
-            load(read_definition(LAYERS / f"{layer_id}.yml"), settings)
+    with loaded_database(SAMPLES) as settings:
         yield Catalogue(settings)
 
 

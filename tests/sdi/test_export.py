@@ -12,14 +12,12 @@ import yaml
 from pygeometa.core import validate_mcf
 from typer.testing import CliRunner
 
-from loaders import load
 from sdi.catalogue import Catalogue, CatalogueRecord
 from sdi.catalogue.export import export, lineage_statement, to_dcat, to_mcf
 from sdi.cli import app
 from sdi.errors import ConfigError
-from sdi.layerdef import read_definition
 from sdi.settings import Settings
-from tests.conftest import LAYERS, fresh_database
+from tests.conftest import loaded_database
 
 NS = {"gmd": "http://www.isotc211.org/2005/gmd", "gco": "http://www.isotc211.org/2005/gco",
       "gml": "http://www.opengis.net/gml"}
@@ -28,11 +26,8 @@ DCT_TITLE = "http://purl.org/dc/terms/title"
 
 @pytest.fixture(scope="module")
 def catalogue_url(database_url: str) -> Iterator[str]:
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS)
-        for layer_id in ("districts_18", "weather_stations"):
-            load(read_definition(LAYERS / f"{layer_id}.yml"), settings)
-        yield url
+    with loaded_database(("districts_18", "weather_stations")) as settings:
+        yield settings.database_url
 
 
 @pytest.fixture(scope="module")

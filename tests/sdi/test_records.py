@@ -10,11 +10,9 @@ import requests
 from babel import Locale
 from pygeoapi.provider.base import ProviderInvalidQueryError, ProviderItemNotFoundError
 
-from loaders import load
 from sdi.catalogue.records_provider import CatalogueRecordsProvider, parse_interval
 from sdi.layerdef import read_definition
-from sdi.settings import Settings
-from tests.conftest import DATA, LAYERS, fresh_database
+from tests.conftest import DATA, LAYERS, loaded_database
 from tests.live_server import pygeoapi_server
 
 SAMPLES = ["district_council_2001", "districts_18", "landslide_incidents", "public_libraries_2013",
@@ -26,11 +24,8 @@ PROVIDER = "sdi.catalogue.records_provider.CatalogueRecordsProvider"
 @pytest.fixture(scope="module")
 def catalogue_url(database_url: str) -> Iterator[str]:
     """A database holding the sample layers only (other tests load other layers into theirs)."""
-    with fresh_database() as url:
-        settings = Settings(database_url=url, layers_dir=LAYERS)
-        for layer_id in SAMPLES:
-            load(read_definition(LAYERS / f"{layer_id}.yml"), settings)
-        yield url
+    with loaded_database(SAMPLES) as settings:
+        yield settings.database_url
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 from sdi.db import connect
 from sdi.errors import PlanningError
-from sdi.planning.criteria import Criteria, SlopeScore, load_criteria
+from sdi.planning.criteria import Criteria, load_criteria
 from sdi.planning.result import SiteSelectionResult
 from sdi.planning.sites.plan import make_plan
 from sdi.planning.sites.scoring import finish
@@ -73,7 +73,7 @@ def site_selection(criteria: str | Path | Mapping[str, Any] | Criteria | None = 
     settings = settings if settings is not None else Settings()
     with connect(settings, autocommit=True) as conn:
         plan = make_plan(conn, model, settings, district=district)
-        layers = sorted({*model.vector_layers(), *(s.raster for s in model.scores if isinstance(s, SlopeScore))})
+        layers = sorted(model.layers())
         synthetic = [r[0] for r in conn.execute(
             "select id from sdi.layer where synthetic and id = any(%s) order by id", (layers,)).fetchall()]
         if chosen == "postgis":
