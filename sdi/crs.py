@@ -228,3 +228,67 @@ def check_hk_extent(
     shown = ", ".join(f"{v:.6g}" for v in bounds)
     raise ExtentError(f"{where}: coordinates lie outside Hong Kong after reprojection to EPSG:2326 "
                       f"(bounds {shown}){cause}")
+
+
+# --- CRSs of the OGC API (OGC API – Features Part 2 URIs) ----------------------------------------------------
+
+CRS84_URI = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"  #: longitude, latitude (WGS 84); the GeoJSON default
+EPSG_URI = "http://www.opengis.net/def/crs/EPSG/0/{}"
+WEB_MERCATOR = 3857
+#: The output CRSs of every feature collection, CRS84 (the GeoJSON default) first.
+SERVED_EPSG = (HK_GRID, WGS84_GEOG, WEB_MERCATOR)
+
+
+def crs_uri(epsg: int) -> str:
+    """The OGC URI of an EPSG code (``http://www.opengis.net/def/crs/EPSG/0/<code>``)."""
+    return EPSG_URI.format(epsg)
+
+
+#: URIs of :data:`SERVED_EPSG` with CRS84 first; what every collection lists as ``crs``.
+SERVED_CRS = (CRS84_URI, *(crs_uri(code) for code in SERVED_EPSG))
+STORAGE_CRS_URI = crs_uri(HK_GRID)
+
+
+@dataclass(frozen=True)
+class UriCrs:
+    """What the SQL needs to know of a CRS named by a URI: SRID, axis order and coordinate precision."""
+
+    uri: str
+    srid: int  #: PostGIS SRID (CRS84 is 4326, which PostGIS keeps as x = longitude)
+    north_first: bool  #: first axis is northing or latitude (coordinates are flipped from PostGIS's x/y)
+    geographic: bool
+    digits: int  #: decimals for about 1 cm: 7 in degrees, 2 in metres
+
+    @property
+    def axis_label(self) -> str:
+        """``"lat,lon"``/``"lon,lat"`` or ``"northing,easting"``/``"easting,northing"``, for messages."""
+        pair = ("lat", "lon") if self.geographic else ("northing", "easting")
+        return ",".join(pair if self.north_first else pair[::-1])
+
+
+@lru_cache(maxsize=256)
+def uri_crs(uri: str, *, what: str = "crs") -> UriCrs:
+    """Resolve a CRS URI (``http://www.opengis.net/def/crs/EPSG/0/2326``, CRS84, or ``EPSG:2326``).
+
+    Cached: pyproj takes milliseconds per lookup, a request must not.
+
+    Raises
+    ------
+    CrsError
+        When the URI is not a CRS with an EPSG code (the message names ``what``).
+    """
+    text = uri.strip()
+    if text in (CRS84_URI, "OGC:CRS84", "urn:ogc:def:crs:OGC:1.3:CRS84", "urn:ogc:def:crs:OGC::CRS84"):
+        return UriCrs(CRS84_URI, WGS84_GEOG, False, True, 7)
+    prefix = EPSG_URI.format("")
+    code = text[len(prefix):] if text.startswith(prefix) else text[5:] if text.upper().startswith("EPSG:") else ""
+    if not code.isdigit() or len(code) > 6:
+        raise CrsError(f"{what}: {uri[:80]!r} is not a CRS URI such as {STORAGE_CRS_URI}")
+    try:
+        crs = CRS.from_epsg(int(code))
+    except PyprojCRSError as exc:
+        raise CrsError(f"{what}: unknown CRS {uri[:80]!r}") from exc
+    axes = crs.axis_info
+    north = bool(axes) and axes[0].direction.lower() in ("north", "south")
+    degrees = bool(axes) and axes[0].unit_name.lower().startswith("deg")
+    return UriCrs(crs_uri(int(code)), int(code), north, bool(crs.is_geographic), 7 if degrees else 2)

@@ -68,6 +68,21 @@ class LoadInterruptedError(SdiError, RuntimeError):
     """A load was stopped before it committed; the previous version of the layer is unchanged."""
 
 
+class QueryError(SdiError, ValueError):
+    """A request parameter is invalid (an unknown property, a malformed ``bbox``, a filter that does not parse)."""
+
+
+class FeatureNotFoundError(SdiError, KeyError):
+    """No feature (or tile matrix set, or tile) with the given id."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ServiceBusyError(SdiError, RuntimeError):
+    """The server cannot take more work now (all database connections busy); retry shortly."""
+
+
 class PlanningError(SdiError, ValueError):
     """A planning request is invalid: unknown engine or predicate, an empty district, a bad input frame."""
 
@@ -79,6 +94,7 @@ class CriteriaError(PlanningError):
 #: HTTP status for each error class; the most specific class in an error's MRO wins.
 HTTP_STATUS: dict[type[SdiError], int] = {
     ConfigError: 400,
+    QueryError: 400,
     LayerDefinitionError: 400,
     PlanningError: 400,
     SourceFormatError: 400,
@@ -87,6 +103,8 @@ HTTP_STATUS: dict[type[SdiError], int] = {
     DataError: 400,
     SourceNotFoundError: 404,
     LayerNotFoundError: 404,
+    FeatureNotFoundError: 404,
+    ServiceBusyError: 503,
     DatabaseUnavailableError: 503,
     LoadInterruptedError: 500,
     SdiError: 500,

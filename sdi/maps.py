@@ -6,7 +6,7 @@
 >>> m.save("sites.html")                          # doctest: +SKIP
 
 Leaflet's script and stylesheet are inlined from the copy vendored for the API's HTML pages
-(``pygeoapi_config/static/vendor/leaflet``) and the features are embedded as GeoJSON in EPSG:4326, so the
+(``sdi/web/static/vendor/leaflet``, package data) and the features are embedded as GeoJSON in EPSG:4326, so the
 map renders without the internet. There is no base map unless ``tiles`` names a tile server (opt-in).
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdi.errors import ConfigError, CrsError
-from sdi.settings import PROJECT_ROOT
+from sdi.web.assets import STATIC_DIR
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-LEAFLET_DIR = PROJECT_ROOT / "pygeoapi_config" / "static" / "vendor" / "leaflet"
+LEAFLET_DIR = STATIC_DIR / "vendor" / "leaflet"
 #: Colour ramp for numbers (low → high), viridis' anchors.
 RAMP = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
 #: Colours for categories, in order of first appearance (the rest are grey).

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     owner_role: str = Field("sdi_owner", description="Role that owns and loads the SDI schemas.")
     reader_role: str = Field("sdi_reader", description="Read-only role that the API connects with.")
     reader_password: str | None = Field(None, description="Password set on the read-only role, if any.")
-    public_url: str = Field("http://127.0.0.1:5000", description="Base URL the OGC API is served at (for links).")
+    public_url: str | None = Field(None, description="Base URL the OGC API is served at, for links; default: "
+                                                     "each request's own (Host and trusted X-Forwarded-* headers).")
     connect_timeout: int = Field(5, ge=1, description="Seconds to wait for the database to answer.")
     copy_chunk_rows: int = Field(50_000, ge=1, description="Rows per COPY chunk (and progress step).")

@@ -92,18 +92,17 @@ def pygeoapi_server(config_for_port: Callable[[int], str], folder: Path, databas
 
 
 @contextmanager
-def sdi_server(settings: Settings, folder: Path) -> Iterator[str]:
-    """``sdi publish`` into ``folder``, then ``sdi serve`` (2 workers) on a free port; yields its URL."""
-    from sdi.publishing.config import publish
-
-    port = free_port()
+def sdi_server(settings: Settings, folder: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None,
+               port: int | None = None) -> Iterator[str]:
+    """``sdi serve`` (``workers`` workers) on a free port, publishing the database's layers live; yields its URL."""
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
-    published = publish(settings, output_dir=folder, public_url=base)
     env = {**os.environ, "SDI_DATABASE_URL": settings.database_url, "SDI_DATA_DIR": str(settings.data_dir),
-           "SDI_PUBLIC_URL": base, "SDI_PYGEOAPI_CONFIG": str(published.config), "PYTHONPATH": str(ROOT)}
-    env.pop("PYGEOAPI_CONFIG", None)
-    env.pop("PYGEOAPI_OPENAPI", None)
+           "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    for name in ("PYGEOAPI_CONFIG", "PYGEOAPI_OPENAPI", "SDI_PUBLIC_URL", "SDI_SERVER_CONFIG", "SDI_PYGEOAPI_CONFIG"):
+        if name not in (extra_env or {}):
+            env.pop(name, None)
     command = [sys.executable, "-m", "sdi.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "2", "--log-level", "warning"]
+               "--workers", str(workers), "--log-level", "warning"]
     with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
         yield base

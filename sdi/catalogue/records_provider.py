@@ -39,8 +39,9 @@ from pygeoapi.provider.base import (
 
 from sdi.catalogue import search as _search
 from sdi.catalogue.models import CatalogueRecord
+from sdi.catalogue.store import rebase
 from sdi.db import connect
-from sdi.errors import ConfigError, DatabaseUnavailableError, SdiError, http_status
+from sdi.errors import ConfigError, DatabaseUnavailableError, SdiError, ServiceBusyError, http_status
 from sdi.settings import Settings
 
 TOPIC_SCHEME = "https://standards.iso.org/iso/19115/resources/Codelists/cat/codelists.xml#MD_TopicCategoryCode"
@@ -71,34 +72,6 @@ _SORT_KEYS: dict[str, Callable[[CatalogueRecord, bool], Any]] = {
     "updated": lambda r, zh: r.loaded_at,
     "loaded_at": lambda r, zh: r.loaded_at,
 }
-
-
-def fix_plugin_locale_matching() -> bool:
-    """Make pygeoapi pass the requested ``lang`` to providers; returns whether a fix was installed.
-
-    pygeoapi 0.21's ``l10n.get_plugin_locale`` hands the raw ``lang``/``Accept-Language`` string to
-    ``best_match``, which only accepts a list or a ``Locale`` and silently ignores a string, so every
-    provider always gets its first language. This wraps it to split the string into a list first. It is
-    a no-op when the installed pygeoapi already matches strings (checked by behaviour, not version).
-    """
-    from pygeoapi import l10n
-
-    original = l10n.get_plugin_locale
-    if getattr(original, "_sdi_fixed", False):
-        return False
-    probe = original({"languages": ["en-US", "zh-HK"]}, "zh-HK")
-    if probe is not None and probe.language == "zh":
-        return False
-
-    def get_plugin_locale(config: dict[str, Any], requested_locale: Any) -> Any:
-        if isinstance(requested_locale, str) and requested_locale.strip():
-            requested_locale = [part.split(";")[0].strip() for part in requested_locale.split(",")
-                                if part.split(";")[0].strip()]
-        return original(config, requested_locale)
-
-    get_plugin_locale._sdi_fixed = True  # type: ignore[attr-defined]
-    l10n.get_plugin_locale = get_plugin_locale
-    return True
 
 
 def is_chinese(language: Any) -> bool:
@@ -229,7 +202,7 @@ def _provider_errors() -> Iterator[None]:
     """Turn HK SDI errors into pygeoapi provider errors (status from :func:`sdi.errors.http_status`)."""
     try:
         yield
-    except DatabaseUnavailableError as exc:
+    except (DatabaseUnavailableError, ServiceBusyError) as exc:
         err = ProviderConnectionError(user_msg="catalogue database is unavailable")
         err.http_status_code = HTTPStatus(http_status(exc))
         raise err from exc
@@ -251,7 +224,8 @@ class CatalogueRecordsProvider(BaseProvider):
 
     def __init__(self, provider_def: dict[str, Any]) -> None:
         super().__init__(provider_def)
-        fix_plugin_locale_matching()  # before pygeoapi asks which language to pass (after loading us)
+        self.runtime = provider_def.get("runtime")  #: the web worker's runtime (its pool), when served by sdi
+        self.base_url = str(provider_def.get("base_url") or "")  #: links to the API's own paths go under it
         self.id_field = provider_def.get("id_field") or "id"
         self.title_field = provider_def.get("title_field") or "title"
         self.time_field = provider_def.get("time_field") or "updated"
@@ -267,12 +241,17 @@ class CatalogueRecordsProvider(BaseProvider):
         return Settings() if data == "env" else Settings(database_url=data)
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
+    def _connection(self) -> Iterator[_search.Fetch]:
+        """What runs the catalogue's SQL: the web worker's pool when served by sdi, else a connection of its own."""
+        if self.runtime is not None:
+            with _provider_errors():
+                yield self.runtime.fetcher()
+            return
         with _provider_errors():
             conn = connect(self._settings())
         try:
             with _provider_errors():
-                yield conn
+                yield _search.fetcher(conn)
         finally:
             conn.close()
 
@@ -326,7 +305,7 @@ class CatalogueRecordsProvider(BaseProvider):
                 for sort in reversed(sortby or []):  # stable sorts, last key first
                     records.sort(key=_sort_key(sort["property"], zh), reverse=sort.get("order") == "-")
                 matched, page = len(records), records[offset:offset + limit] if resulttype != "hits" else []
-        features = [self._feature(r, language, select_properties or [], skip_geometry) for r in page]
+        features = [self._feature(self._rebased(r), language, select_properties or [], skip_geometry) for r in page]
         return {"type": "FeatureCollection", "features": features, "numberMatched": matched,
                 "numberReturned": len(features)}
 
@@ -336,7 +315,14 @@ class CatalogueRecordsProvider(BaseProvider):
             record = _search.get(conn, str(identifier))
         if record is None:
             raise ProviderItemNotFoundError(user_msg=f"no catalogue record {identifier!r}")
-        return to_record(record, language)
+        return to_record(self._rebased(record), language)
+
+    def _rebased(self, record: CatalogueRecord) -> CatalogueRecord:
+        """``record`` with its links to the API under the server's base URL (when known)."""
+        if not self.base_url:
+            return record
+        return record.model_copy(update={"links": [{**link, "href": rebase(link.get("href", ""), self.base_url)}
+                                                   for link in record.links]})
 
     def _filters(self, properties: list[tuple[str, Any]]) -> dict[str, Any]:
         filters: dict[str, Any] = {}
@@ -357,7 +343,7 @@ class CatalogueRecordsProvider(BaseProvider):
         return filters
 
     @staticmethod
-    def _all(conn: psycopg.Connection, q: str | None, box: tuple[float, float, float, float] | None,
+    def _all(conn: _search.Fetch, q: str | None, box: tuple[float, float, float, float] | None,
              pushed: dict[str, Any]) -> list[CatalogueRecord]:
         records: list[CatalogueRecord] = []
         while True:

@@ -9,7 +9,7 @@ finds "zoning"), and ``word_similarity`` from pg_trgm forgives a typo ("distrct"
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -20,11 +20,12 @@ from sdi.catalogue.models import CatalogueRecord, SearchResult
 from sdi.errors import ConfigError
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\U00020000-\U0003134f\uf900-\ufaff]+")
+MAX_OFFSET = 1_000_000  #: deeper catalogue pages are refused
 TYPO_THRESHOLD = 0.5  #: minimum pg_trgm word_similarity for a fuzzy English match
 
-_COLUMNS = """id, kind, title_en, title_zh, abstract_en, abstract_zh, keywords_en, keywords_zh, custodian, licence,
- attribution, theme, update_frequency, geometry_type, feature_count, fields, lineage, links, synthetic, loaded_at,
- temporal_start, temporal_end,
+RECORD_COLUMNS = """id, kind, title_en, title_zh, abstract_en, abstract_zh, keywords_en, keywords_zh, custodian,
+ licence, attribution, theme, update_frequency, geometry_type, feature_count, fields, lineage, links, synthetic,
+ loaded_at, temporal_start, temporal_end,
  case when extent_crs84 is null then null else array[st_xmin(extent_crs84), st_ymin(extent_crs84),
    st_xmax(extent_crs84), st_ymax(extent_crs84)] end as bbox_crs84,
  case when extent is null then null else array[st_xmin(extent), st_ymin(extent), st_xmax(extent),
@@ -99,14 +100,30 @@ def _score_and_filter(q: str | None, params: dict[str, Any]) -> tuple[sql.Compos
     return score, match
 
 
-def search(conn: psycopg.Connection, *, q: str | None = None, bbox: tuple[float, float, float, float] | None = None,
-           custodian: str | None = None, theme: str | None = None, kind: str | None = None,
-           synthetic: bool | None = None, limit: int = 10, offset: int = 0) -> SearchResult:
-    """Run a catalogue search; see :meth:`sdi.catalogue.Catalogue.search`."""
+Fetch = Callable[[sql.SQL | sql.Composed, dict[str, Any]], list[dict[str, Any]]]
+"""Runs one statement and returns its rows as dicts: a sync connection's (:func:`fetcher`) or the web pool's."""
+
+
+def fetcher(conn: psycopg.Connection) -> Fetch:
+    """A :data:`Fetch` over a synchronous connection."""
+
+    def fetch(query: sql.SQL | sql.Composed, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            return list(cur.execute(query, params).fetchall())
+
+    return fetch
+
+
+def search(conn: psycopg.Connection | Fetch, *, q: str | None = None,
+           bbox: tuple[float, float, float, float] | None = None, custodian: str | None = None,
+           theme: str | None = None, kind: str | None = None, synthetic: bool | None = None, limit: int = 10,
+           offset: int = 0) -> SearchResult:
+    """Run a catalogue search on a connection or a :data:`Fetch`; see :meth:`sdi.catalogue.Catalogue.search`."""
+    fetch = fetcher(conn) if isinstance(conn, psycopg.Connection) else conn
     if limit < 1 or limit > 1000:
         raise ConfigError(f"limit: must be between 1 and 1000, got {limit}")
-    if offset < 0:
-        raise ConfigError(f"offset: must be 0 or more, got {offset}")
+    if offset < 0 or offset > MAX_OFFSET:
+        raise ConfigError(f"offset: must be between 0 and {MAX_OFFSET}, got {offset}")
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     score, match = _score_and_filter(q, params)
     filters: list[sql.Composable] = [match]
@@ -128,13 +145,11 @@ def search(conn: psycopg.Connection, *, q: str | None = None, bbox: tuple[float,
                     "(select jsonb_object_agg(coalesce(theme, 'unspecified'), n) from (select theme, count(*) n "
                     " from hits group by theme) t) as by_theme "
                     "from hits order by score desc, id limit %(limit)s offset %(offset)s").format(
-        cols=sql.SQL(_COLUMNS), score=score, where=where)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, params).fetchall()
+        cols=sql.SQL(RECORD_COLUMNS), score=score, where=where)
+    rows = fetch(query, params)
     if not rows and offset:
-        count_query = sql.SQL("select count(*) from sdi.layer where {}").format(where)
-        matched = conn.execute(count_query, params).fetchone()
-        return SearchResult(records=[], matched=int(matched[0]) if matched else 0, facets={})
+        count = fetch(sql.SQL("select count(*) as n from sdi.layer where {}").format(where), params)
+        return SearchResult(records=[], matched=int(count[0]["n"]) if count else 0, facets={})
     facets = {"custodian": dict(rows[0]["by_custodian"] or {}), "theme": dict(rows[0]["by_theme"] or {})} if rows \
         else {"custodian": {}, "theme": {}}
     records = [CatalogueRecord.model_validate({k: v for k, v in r.items()
@@ -142,9 +157,9 @@ def search(conn: psycopg.Connection, *, q: str | None = None, bbox: tuple[float,
     return SearchResult(records=records, matched=int(rows[0]["matched"]) if rows else 0, facets=facets)
 
 
-def get(conn: psycopg.Connection, record_id: str) -> CatalogueRecord | None:
+def get(conn: psycopg.Connection | Fetch, record_id: str) -> CatalogueRecord | None:
     """One record by id, or ``None``."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(sql.SQL("select {} from sdi.layer where id = %s").format(sql.SQL(_COLUMNS)),
-                          (record_id,)).fetchone()
-    return CatalogueRecord.model_validate(row) if row else None
+    fetch = fetcher(conn) if isinstance(conn, psycopg.Connection) else conn
+    rows = fetch(sql.SQL("select {} from sdi.layer where id = %(id)s").format(sql.SQL(RECORD_COLUMNS)),
+                 {"id": record_id})
+    return CatalogueRecord.model_validate(rows[0]) if rows else None

@@ -38,9 +38,13 @@ def extent_crs84(bounds: tuple[float, float, float, float] | None) -> str | None
     return shapely.box(float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))).wkt
 
 
-def links(definition: LayerDefinition, public_url: str, kind: str) -> list[dict[str, str]]:
-    """Links of a record: the OGC API collection, its data, and the metadata exports."""
-    base = public_url.rstrip("/")
+def links(definition: LayerDefinition, public_url: str | None, kind: str) -> list[dict[str, str]]:
+    """Links of a record: the OGC API collection, its data, and the metadata exports.
+
+    Root-relative (``/collections/<id>``) unless ``SDI_PUBLIC_URL`` is set; the server writes them under each
+    request's base URL.
+    """
+    base = (public_url or "").rstrip("/")
     out = [
         {"rel": "collection", "type": "application/json", "title": definition.title.en,
          "href": f"{base}/collections/{definition.id}"},
@@ -73,7 +77,22 @@ def temporal_extent(conn: psycopg.Connection, table: str, date_columns: list[str
     return (row[0], row[1]) if row else (None, None)
 
 
-def refresh_record(conn: psycopg.Connection, definition: LayerDefinition, *, kind: str, public_url: str,
+def rebase(href: str, base: str) -> str:
+    """A stored link to one of the API's own paths (``/collections/...``, ``/metadata/...``) under ``base``.
+
+    Records keep the links written at load time: root-relative, or absolute with the ``SDI_PUBLIC_URL`` of
+    that time. Other links (licences, departments' pages) are left alone.
+    """
+    if href.startswith("/"):
+        return base.rstrip("/") + href
+    if href.startswith(("http://", "https://")):
+        for marker in ("/collections/", "/metadata/"):
+            if marker in href:
+                return base.rstrip("/") + marker + href.split(marker, 1)[1]
+    return href
+
+
+def refresh_record(conn: psycopg.Connection, definition: LayerDefinition, *, kind: str, public_url: str | None,
                    bounds: tuple[float, float, float, float] | None, lineage: dict[str, Any],
                    temporal: tuple[Any, Any] = (None, None)) -> None:
     """Fill the catalogue columns of ``sdi.layer`` for a layer just written (same transaction)."""

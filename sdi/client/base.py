@@ -195,7 +195,7 @@ def typed_frame(rows: Sequence[Sequence[Any]], columns: Sequence[str], schema: M
         Attribute column names.
     schema
         JSON Schema of each column (``{"type": "integer"}``, ``{"type": "string", "format": "date"}``...),
-        as :func:`sdi.publishing.features.json_schema_type` and the API's queryables give it.
+        as :func:`sdi.query.layer.json_schema_type` and the API's queryables give it.
     geometries
         Shapely geometries (or ``None``), one per feature, in x/y order.
     epsg

@@ -33,7 +33,11 @@ from sdi.client.base import (
 )
 from sdi.db import connect as db_connect
 from sdi.db import redact
-from sdi.errors import ConfigError, LayerNotFoundError
+from sdi.errors import ConfigError, LayerNotFoundError, QueryError
+from sdi.query.boxes import box_sql
+from sdi.query.cql import parse_filter, to_sql
+from sdi.query.layer import json_schema_type
+from sdi.query.sqlerrors import client_reason
 from sdi.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,10 +48,10 @@ PAGE_SIZE = 10_000  #: rows per SQL statement
 
 
 def parse_where(where: str, columns: dict[str, str]) -> tuple[sql.Composable, dict[str, Any]]:
-    """A CQL text filter as a SQL expression over alias ``t`` (see :func:`sdi.publishing.cql.to_sql`).
+    """A CQL text filter as a SQL expression over alias ``t`` (see :func:`sdi.query.cql.to_sql`).
 
     The text is parsed exactly as the API parses its ``filter`` parameter (CQL2 text or ECQL, with
-    :func:`sdi.publishing.cql.parse_filter_text`: comparisons, ``LIKE``, ``IN``, ``BETWEEN``, ``IS NULL``,
+    :func:`sdi.query.cql.parse_filter`: comparisons, ``LIKE``, ``IN``, ``BETWEEN``, ``IS NULL``,
     ``AND``/``OR`` and spatial predicates such as ``S_INTERSECTS(geom, POINT(114.17 22.28))`` or ECQL's
     ``INTERSECTS(...)``), so one string selects the same features locally and remotely.
 
@@ -56,31 +60,17 @@ def parse_where(where: str, columns: dict[str, str]) -> tuple[sql.Composable, di
     ConfigError
         When the text does not parse or names an unknown property.
     """
-    from pygeoapi.provider.base import ProviderInvalidQueryError
-
-    from sdi.publishing.cql import parse_filter_text, to_sql
-
     try:
-        node = parse_filter_text(where)
-    except ValueError as exc:
-        detail = " ".join(str(exc.__cause__ or exc).split()).split(" Expected")[0][:160]
-        raise ConfigError(f"where: not valid CQL text {where!r}: {detail}") from exc
-    try:
-        return to_sql(node, columns, "geom", TABLE_SRID)
-    except ProviderInvalidQueryError as exc:
-        raise ConfigError(f"where: {exc.user_msg or exc}".replace("where: filter: ", "where: ")) from exc
+        return to_sql(parse_filter(where), columns, "geom", TABLE_SRID)
+    except QueryError as exc:
+        raise ConfigError(f"where: {exc}".replace("where: filter: ", "where: ")) from exc
 
 
 def bbox_condition(box: tuple[float, float, float, float], srid: int, params: dict[str, Any]) -> sql.Composable:
     """``t.geom`` intersects the box (x/y in ``srid``), densified before transforming so its edges stay edges."""
-    params.update(bx0=box[0], by0=box[1], bx1=box[2], by1=box[3], bsrid=srid)
-    envelope: sql.Composable = sql.SQL("st_makeenvelope(%(bx0)s, %(by0)s, %(bx1)s, %(by1)s, %(bsrid)s)")
-    if srid != TABLE_SRID:
-        from pyproj import CRS
-
-        params["bstep"] = 0.0005 if CRS.from_epsg(srid).is_geographic else 50.0  # about 50 m either way
-        envelope = sql.SQL("st_transform(st_segmentize({}, %(bstep)s), {})").format(envelope,
-                                                                                   sql.Literal(TABLE_SRID))
+    envelope = box_sql(box, srid, params, "b")
+    if envelope is None:
+        return sql.SQL("false")
     return sql.SQL("st_intersects(t.geom, {})").format(envelope)
 
 
@@ -90,7 +80,7 @@ def _query_errors(layer: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.DataError, psycopg.ProgrammingError) as exc:
-        detail = (exc.diag.message_primary or type(exc).__name__).splitlines()[0]
+        detail = client_reason(exc.sqlstate) or (exc.diag.message_primary or type(exc).__name__).splitlines()[0]
         raise ConfigError(f"where: invalid query on layer {layer!r}: {detail}") from exc
 
 
@@ -143,8 +133,6 @@ class LocalClient(Client):
             For a malformed ``bbox``, a bad ``where``, unknown ``columns``, a raster layer or an unknown ``crs``.
         """
         import shapely
-
-        from sdi.publishing.features import json_schema_type
 
         box, limit, epsg = check_bbox(bbox), check_limit(limit), output_epsg(crs)
         with db_connect(self.settings) as conn, _query_errors(layer):

@@ -5,8 +5,8 @@
 >>> api.read("districts_18", where="name_en = 'EASTERN'")  # doctest: +SKIP
 
 Reads follow the ``next`` links page by page (``limit`` per page) with ``bbox`` + ``bbox-crs``, ``crs``
-(OGC API – Features Part 2 URIs), ``properties`` and the ``filter`` text passed through (pygeoapi 0.21
-takes it as ``filter-lang=cql-text``, its default, and refuses ``cql2-text``: no ``filter-lang`` is sent).
+(OGC API – Features Part 2 URIs), ``properties`` and the ``filter`` text passed through (the server reads
+CQL2 text or ECQL when no ``filter-lang`` is sent).
 The server writes coordinates in the axis order of the requested CRS (EPSG:2326 northing first, EPSG:4326
 latitude first); the client puts them back in x/y order. The server rounds coordinates to about 1 cm
 (2 decimals in metres, 7 in degrees); attributes, dtypes, column order and index equal those of

@@ -1,6 +1,7 @@
 """The pygeoapi configuration and OpenAPI document of HK SDI, generated from the catalogue.
 
-``pygeoapi_config/base.yml`` (hand-edited: server, logging, metadata) plus one collection per loaded
+The packaged ``sdi/web/base.yml`` or a copy of it (hand-edited: server, logging, metadata) plus one collection
+per loaded
 layer (vector: OGC API – Features and Tiles; raster: Coverages) and the ``catalogue`` records
 collection become ``pygeoapi-config.yml``; pygeoapi's generator then writes ``pygeoapi-openapi.yml``.
 Output is deterministic: collections are sorted by id and nothing depends on the clock.
@@ -20,22 +21,24 @@ import yaml
 
 from sdi.catalogue import Catalogue
 from sdi.catalogue.models import CatalogueRecord
+from sdi.crs import CRS84_URI, SERVED_CRS, STORAGE_CRS_URI
 from sdi.db import connect
 from sdi.errors import ConfigError, SdiError
 from sdi.publishing.jobs import manager_config
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import PROJECT_ROOT, Settings
+from sdi.web.assets import default_base
 
-CONFIG_DIR = PROJECT_ROOT / "pygeoapi_config"
+CONFIG_DIR = PROJECT_ROOT / "pygeoapi_config"  #: default output folder of `sdi publish` in a checkout
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:5000"
 BASE_FILE = "base.yml"
 CONFIG_FILE = "pygeoapi-config.yml"
 OPENAPI_FILE = "pygeoapi-openapi.yml"
 
-CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-STORAGE_CRS = "http://www.opengis.net/def/crs/EPSG/0/2326"
+CRS84 = CRS84_URI
+STORAGE_CRS = STORAGE_CRS_URI
 #: Output CRSs of every feature collection, CRS84 (the GeoJSON default) first.
-CRS_LIST = [CRS84, STORAGE_CRS, "http://www.opengis.net/def/crs/EPSG/0/4326",
-            "http://www.opengis.net/def/crs/EPSG/0/3857"]
+CRS_LIST = list(SERVED_CRS)
 FEATURE_PROVIDER = "sdi.publishing.features.SdiFeatureProvider"
 RECORDS_PROVIDER = "sdi.catalogue.records_provider.CatalogueRecordsProvider"
 CATALOGUE_ID = "catalogue"
@@ -88,7 +91,7 @@ def _bilingual(en: str | None, zh: str | None) -> dict[str, str]:
     return {"en": en or "", "zh": zh or en or ""}
 
 
-def _description(record: CatalogueRecord) -> dict[str, str]:
+def collection_description(record: CatalogueRecord) -> dict[str, str]:
     en, zh = record.abstract_en or record.title_en, record.abstract_zh or record.title_zh or ""
     if record.synthetic:
         if "synthetic" not in en.lower():
@@ -105,7 +108,7 @@ def _licence_link(record: CatalogueRecord, public_url: str) -> dict[str, str]:
     return {"type": "text/html", "rel": "license", "title": f"Licence: {record.licence}", "href": href}
 
 
-def _links(record: CatalogueRecord, public_url: str) -> list[dict[str, str]]:
+def collection_links(record: CatalogueRecord, public_url: str) -> list[dict[str, str]]:
     links = [_licence_link(record, public_url)]
     for link in record.links:
         if link.get("rel") == "describedby" and link.get("href"):
@@ -165,9 +168,9 @@ def collection(record: CatalogueRecord, settings: Settings, public_url: str,
     resource: dict[str, Any] = {
         "type": "collection",
         "title": _bilingual(record.title_en, record.title_zh),
-        "description": _description(record),
+        "description": collection_description(record),
         "keywords": keywords or {"en": [record.id]},
-        "links": _links(record, public_url),
+        "links": collection_links(record, public_url),
         "extents": _extents(record.bbox_crs84, record),
         "providers": providers,
     }
@@ -261,9 +264,10 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
     output_dir
         Folder for the two files (default ``pygeoapi_config/``).
     public_url
-        Base URL of the API (default ``SDI_PUBLIC_URL``).
+        Base URL of the API (default ``SDI_PUBLIC_URL``, else :data:`DEFAULT_PUBLIC_URL`).
     base_file
-        The hand-edited base (default ``<output_dir>/base.yml``, else ``pygeoapi_config/base.yml``).
+        The hand-edited server metadata (default ``<output_dir>/base.yml`` when it exists, else the packaged
+        ``sdi/web/base.yml``).
 
     Returns
     -------
@@ -271,10 +275,11 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
         The paths written and the collection ids.
     """
     out = Path(output_dir or CONFIG_DIR)
-    base_path = base_file or (out / BASE_FILE if (out / BASE_FILE).is_file() else CONFIG_DIR / BASE_FILE)
+    base_path = base_file or (out / BASE_FILE if (out / BASE_FILE).is_file() else default_base())
     base = resolve_templates(read_base(base_path), base_path.parent)
     records = list(Catalogue(settings).search(limit=1000).records)
-    config = build_config(base, records, settings, public_url or settings.public_url, primary_keys(settings))
+    config = build_config(base, records, settings, public_url or settings.public_url or DEFAULT_PUBLIC_URL,
+                          primary_keys(settings))
     out.mkdir(parents=True, exist_ok=True)
     config_path, openapi_path = out / CONFIG_FILE, out / OPENAPI_FILE
     header = f"# Generated by `sdi publish` from {base_path.name} and the catalogue; do not edit.\n"

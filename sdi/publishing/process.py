@@ -217,10 +217,12 @@ def run(inputs: object, settings: Settings) -> dict[str, Any]:
 
 
 class SiteSelectionProcessor(BaseProcessor):
-    """pygeoapi processor of ``data-centre-site-selection`` (settings from ``SDI_*`` at execution time)."""
+    """pygeoapi processor of ``data-centre-site-selection``: the web worker's settings (its read-only role) when
+    served by sdi, else ``SDI_*`` at execution time."""
 
     def __init__(self, processor_def: dict[str, Any]) -> None:
         super().__init__(processor_def, copy.deepcopy(PROCESS_METADATA))  # pygeoapi pops keys from it
+        self.runtime = processor_def.get("runtime")  #: the web worker's runtime when served by sdi
         self.failure: ProcessorExecuteError | None = None  #: why the last execution failed
 
     def execute(self, data: dict[str, Any], outputs: dict[str, Any] | None = None) -> tuple[str, Any]:
@@ -234,7 +236,8 @@ class SiteSelectionProcessor(BaseProcessor):
             database) or 500. The error is also kept in :attr:`failure` for the job manager.
         """
         try:
-            return "application/json", run(data, Settings())
+            settings = self.runtime.settings if self.runtime is not None else Settings()
+            return "application/json", run(data, settings)
         except (PlanningError, ConfigError, LayerNotFoundError) as exc:
             raise self._fail(str(exc), HTTPStatus.BAD_REQUEST, "InvalidParameterValue") from exc
         except SdiError as exc:

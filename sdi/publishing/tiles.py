@@ -1,7 +1,7 @@
 """OGC API – Tiles and Coverages blocks for pygeoapi.
 
 :func:`tile_provider` writes the ``tile`` provider block of a vector layer: Mapbox Vector Tiles in
-WebMercatorQuad, made in PostGIS by :class:`sdi.publishing.mvt.SdiMVTProvider` (``ST_AsMVT``).
+WebMercatorQuad and HK80Grid, made in PostGIS by :class:`sdi.publishing.mvt.SdiMVTProvider` (``ST_AsMVT``).
 :func:`coverage_provider` writes pygeoapi's stock ``rasterio`` coverage block for a raster layer's
 Cloud Optimized GeoTIFF (EPSG:2326). Neither touches the database: they read the catalogue record.
 """
@@ -50,7 +50,7 @@ def tile_provider(record: CatalogueRecord, settings: Settings) -> dict[str, Any]
         "geom_field": "geom",
         "properties": properties,
         "zoom": {"min": MIN_ZOOM, "max": MAX_ZOOM},
-        "schemes": ["WebMercatorQuad"],
+        "schemes": ["WebMercatorQuad", "HK80Grid"],
     }
     if ID_FIELD in properties and properties[ID_FIELD] in ("integer", "bigint"):
         options["id_field"] = ID_FIELD

@@ -32,7 +32,7 @@ def _read(pair: Pair, side: str) -> Callable[..., Any]:
     ({"layer": "districts_18", "crs": "EPSG:99999"}, CrsError, ["crs", "99999"]),
     ({"layer": "districts_18", "limit": 0}, ConfigError, ["limit"]),
     ({"layer": "districts_18", "where": "nope = 1"}, ConfigError, ["unknown property", "nope"]),
-    ({"layer": "districts_18", "where": "name_en > 5"}, ConfigError, ["operator does not exist"]),
+    ({"layer": "districts_18", "where": "name_en > 5"}, ConfigError, ["does not match the type"]),
     ({"layer": "districts_18", "where": "name_en ==== 1"}, ConfigError, ["CQL"]),
     ({"layer": RASTER}, ConfigError, [RASTER, "vector"]),
 ], ids=["unknown-layer", "unknown-column", "short-bbox", "inverted-bbox", "unknown-crs", "zero-limit",

@@ -17,6 +17,7 @@ import requests
 from psycopg import sql
 from pyproj import Transformer
 
+from sdi.web.settings import WebSettings
 from tests.publishing.conftest import OGC_LAYERS, REFERENCE, LiveServer
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -29,7 +30,7 @@ PART2_CRS = "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs"
 CM_IN_DEGREES = 1e-7  #: ~1.1 cm of latitude; less in longitude at 22° N
 #: Around Central and Admiralty: holds the reference point A and Central (B)
 CENTRAL_CRS84 = (114.150, 22.275, 114.175, 22.300)
-DEFAULT_LIMIT, MAX_LIMIT = 10, 1000  # pygeoapi_config/base.yml: server.limits
+DEFAULT_LIMIT, MAX_LIMIT = (WebSettings.model_fields[n].default for n in ("default_items", "max_items"))
 
 
 def get(url: str, **params: Any) -> requests.Response:

@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from sdi.layerdef import read_definition
+from sdi.web.settings import WebSettings
 from tests.conftest import LAYERS
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ def test_items_page_draws_every_feature_returned_offline(server: str, chromium: 
 @pytest.mark.parametrize("layer", LAYER_IDS)
 def test_collection_page_map_shows_features_and_chinese_title(server: str, chromium: str, layer: str,
                                                                 tmp_path: Path) -> None:
-    default_limit = 10  # server.limits.default_items in pygeoapi_config/base.yml
+    default_limit = WebSettings.model_fields["default_items"].default  # SDI_DEFAULT_ITEMS
     returned = geojson(f"{server}/collections/{layer}/items", limit=default_limit)["numberReturned"]
     doc, requested = browse(chromium, f"{server}/collections/{layer}?f=html&lang=zh-HK", tmp_path)
     paths = map_features(doc, "collection-map")

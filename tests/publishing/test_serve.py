@@ -1,8 +1,9 @@
-"""`sdi serve`: pygeoapi under uvicorn (2 workers) with the read-only role, SDI's parameter rules and metadata."""
+"""`sdi serve` (2 workers): the read-only role, SDI's parameter rules, metadata exports, clean start-up errors."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -138,13 +139,22 @@ def test_reader_url() -> None:
     assert psycopg.conninfo.conninfo_to_dict(url)["password"] == "p@ss/word"
 
 
-def test_serve_refuses_without_published_files(store: Settings, tmp_path: Path) -> None:
-    env = {**os.environ, "SDI_DATABASE_URL": store.database_url, "PYTHONPATH": str(ROOT),
-           "SDI_PYGEOAPI_CONFIG": str(tmp_path / "missing.yml")}
-    proc = subprocess.run([sys.executable, "-m", "sdi.cli", "serve", "--port", str(free_port())], env=env,
-                          cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert "run `sdi publish` first" in proc.stderr
+def test_serve_refuses_a_missing_config_and_a_busy_port(store: Settings, tmp_path: Path) -> None:
+    env = {**os.environ, "SDI_DATABASE_URL": store.database_url, "PYTHONPATH": str(ROOT)}
+    missing = subprocess.run([sys.executable, "-m", "sdi.cli", "serve", "--port", str(free_port()), "--config",
+                              str(tmp_path / "missing.yml")], env=env, cwd=str(tmp_path), capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [missing.stderr.strip()]  # one line
+    assert "missing.yml" in missing.stderr and "Traceback" not in missing.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = subprocess.run([sys.executable, "-m", "sdi.cli", "serve", "--port", str(port)], env=env,
+                               cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 1
+    assert f"--port {port}" in taken.stderr and "serving" not in taken.stderr and "Traceback" not in taken.stderr
 
 
 def test_wide_lonlat_bbox_is_exact_through_the_server(server: str, store: Settings) -> None:

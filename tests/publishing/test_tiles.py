@@ -1,4 +1,4 @@
-"""OGC API – Tiles (MVT made by PostGIS) and Coverages: the provider directly, and a live pygeoapi."""
+"""OGC API – Tiles (MVT made by PostGIS) and Coverages: the pygeoapi adapter directly, then a live `sdi serve`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import psycopg
 import pytest
 import requests
 import shapely
-import yaml
 from psycopg import sql
 from pygeoapi.provider.base import ProviderInvalidQueryError
 from pygeoapi.provider.tile import ProviderTileNotFoundError, ProviderTilesetIdNotFoundError
@@ -24,8 +23,8 @@ from sdi.catalogue.models import CatalogueRecord
 from sdi.publishing.mvt import BUFFER, EXTENT, SdiMVTProvider
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import Settings
-from tests.conftest import DATA, loaded_database
-from tests.live_server import pygeoapi_server
+from tests.conftest import loaded_database
+from tests.live_server import sdi_server
 
 LIBRARIES = "public_libraries_2013"
 DISTRICTS = "districts_18"
@@ -84,7 +83,7 @@ def test_tile_provider_block_for_a_vector_layer(store: Settings) -> None:
     assert block["format"] == {"name": "pbf", "mimetype": "application/vnd.mapbox-vector-tile"}
     options = block["options"]
     assert options["table"] == LIBRARIES and options["geom_field"] == "geom" and options["id_field"] == "fid"
-    assert options["schemes"] == ["WebMercatorQuad"] and options["zoom"] == {"min": 0, "max": 20}
+    assert options["schemes"] == ["WebMercatorQuad", "HK80Grid"] and options["zoom"] == {"min": 0, "max": 20}
     assert "english_name" in options["properties"] and "geom" not in options["properties"]
     assert len(options["bounds"]) == 4
     assert tile_provider(record(store, RASTER), store) is None
@@ -183,7 +182,7 @@ def test_invalid_tiles_are_refused(store: Settings) -> None:
         p.get_tiles(tileset="WebMercatorQuad", z=21, y=0, x=0)
     with pytest.raises(ProviderTileNotFoundError):
         p.get_tiles(tileset="WebMercatorQuad", z=2, y=0, x=4)
-    with pytest.raises(ProviderTileNotFoundError):
+    with pytest.raises(ProviderInvalidQueryError):  # not a row index at all
         p.get_tiles(tileset="WebMercatorQuad", z=2, y=-1, x=0)
     with pytest.raises(ProviderTilesetIdNotFoundError):
         p.get_tiles(tileset="WorldCRS84Quad", z=2, y=0, x=0)
@@ -201,33 +200,13 @@ def test_provider_without_configured_properties_reads_the_columns(store: Setting
     assert all("english_name" in f["properties"] for f in features)
 
 
-# -- a live pygeoapi -----------------------------------------------------------------------------------
-
-
-def _config(store: Settings, port: int) -> dict[str, Any]:
-    base = yaml.safe_load((DATA / "records" / "pygeoapi-config.yml").read_text(encoding="utf-8")
-                          .replace("${PORT}", str(port)))
-    resources: dict[str, Any] = {}
-    for layer, block in ((LIBRARIES, tile_provider(record(store, LIBRARIES), store)),
-                         (RASTER, coverage_provider(record(store, RASTER), store))):
-        rec = record(store, layer)
-        assert block is not None and rec.bbox_crs84 is not None
-        resources[layer] = {
-            "type": "collection", "title": rec.title_en, "description": rec.abstract_en or rec.title_en,
-            "keywords": ["test"], "links": [],
-            "extents": {"spatial": {"bbox": list(rec.bbox_crs84),
-                                    "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
-            "providers": [block],
-        }
-    base["resources"] = resources
-    return dict(base)
+# -- a live sdi serve ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def server(store: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """pygeoapi's Starlette app under uvicorn with a tile-only and a coverage collection; stopped afterwards."""
-    with pygeoapi_server(lambda port: yaml.safe_dump(_config(store, port), allow_unicode=True),
-                         tmp_path_factory.mktemp("pygeoapi"), store.database_url) as base:
+    """`sdi serve` over the module database (libraries, districts, the raster); stopped afterwards."""
+    with sdi_server(store, tmp_path_factory.mktemp("tiles_serve")) as base:
         yield base
 
 
@@ -236,7 +215,7 @@ def test_live_tiles(server: str) -> None:
     assert tiles.status_code == 200, tiles.text
     body = tiles.json()
     assert [t["tileMatrixSetURI"] for t in body["tilesets"]] == [
-        "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"]
+        "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad", f"{server}/TileMatrixSets/HK80Grid"]
     assert any(link["rel"] == "item" and "{tileMatrix}" in link["href"] for link in body["links"])
 
     tile = WMQ.tile(*CENTRAL, 14)
@@ -274,10 +253,10 @@ def test_live_tile_metadata(server: str) -> None:
     assert tilejson.status_code == 200, tilejson.text
     doc = tilejson.json()
     assert doc["tilejson"] == "3.0.0" and doc["minzoom"] == 0 and doc["maxzoom"] == 20
-    assert doc["tiles"].endswith("/collections/public_libraries_2013/tiles/WebMercatorQuad/"
-                                 "{tileMatrix}/{tileRow}/{tileCol}?f=mvt")
+    assert doc["tiles"] == [f"{server}/collections/public_libraries_2013/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}?f=mvt"]
     assert doc["vector_layers"][0]["id"] == LIBRARIES
     assert doc["vector_layers"][0]["fields"]["english_name"] == "String"
+    assert doc["vector_layers"][0]["fields"]["fid"] == "Number"
 
     collection = requests.get(f"{server}/collections/{LIBRARIES}", params={"f": "json"}, timeout=30)
     assert collection.status_code == 200, collection.text
@@ -308,11 +287,14 @@ def test_live_coverage_on_the_hk1980_grid(server: str) -> None:
 
 
 def test_tile_filter_runs_on_the_gist_index(store: Settings) -> None:
-    p = provider(store, LIBRARIES)
+    from sdi.query.tms import grid, tile_statement
+
     tile = WMQ.tile(*CENTRAL, 14)
-    params = {"z": 14, "x": tile.x, "y": tile.y, "margin": BUFFER / EXTENT}
-    with psycopg.connect(store.database_url) as conn:
-        conn.execute("set enable_seqscan = off")  # the table is small; show that the filter *can* use the index
-        plan = conn.execute(sql.SQL("explain ") + p._tile_query(LIBRARIES), params).fetchall()
-    text = "\n".join(row[0] for row in plan)
-    assert "Index" in text and "&&" in text, text
+    layer = provider(store, LIBRARIES)._layer()
+    for grid_id, (row, col) in (("WebMercatorQuad", (tile.y, tile.x)), ("HK80Grid", (3080, 2300))):
+        statement, params = tile_statement(layer, grid(grid_id), 14, row, col)
+        with psycopg.connect(store.database_url) as conn:
+            conn.execute("set enable_seqscan = off")  # the table is small; show that the filter *can* use the index
+            plan = conn.execute(sql.SQL("explain ") + statement, params).fetchall()
+        text = "\n".join(row[0] for row in plan)
+        assert "Index" in text and "&&" in text, text

@@ -12,8 +12,9 @@ from pygeoapi.provider.base import ProviderInvalidQueryError, ProviderItemNotFou
 
 from sdi.catalogue.records_provider import CatalogueRecordsProvider, parse_interval
 from sdi.layerdef import read_definition
-from tests.conftest import DATA, LAYERS, loaded_database
-from tests.live_server import pygeoapi_server
+from sdi.settings import Settings
+from tests.conftest import LAYERS, loaded_database
+from tests.live_server import sdi_server
 
 SAMPLES = ["district_council_2001", "districts_18", "landslide_incidents", "public_libraries_2013",
            "public_hospitals_2013", "weather_stations", "oil_storage_installations", "traffic_hotzone_streets",
@@ -171,15 +172,14 @@ def test_provider_does_not_connect_until_queried() -> None:
     assert "q" in p.fields and "feature_count" in p.fields  # pygeoapi builds providers for OpenAPI, offline
 
 
-# --- through pygeoapi ------------------------------------------------------------------------------------------
+# --- through sdi serve ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def server(catalogue_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """pygeoapi's Starlette app under uvicorn, serving the catalogue collection; stopped afterwards."""
-    template = (DATA / "records" / "pygeoapi-config.yml").read_text(encoding="utf-8")
-    with pygeoapi_server(lambda port: template.replace("${PORT}", str(port)), tmp_path_factory.mktemp("pygeoapi"),
-                         catalogue_url) as base:
+    """`sdi serve` over the catalogue database (pygeoapi answers the records through sdi's bridge)."""
+    settings = Settings(database_url=catalogue_url, data_dir=tmp_path_factory.mktemp("records_store"))
+    with sdi_server(settings, tmp_path_factory.mktemp("records_serve")) as base:
         yield base
 
 
@@ -230,13 +230,3 @@ def test_pygeoapi_item_and_unknown_item(server: str) -> None:
 
 def test_pygeoapi_bad_datetime_is_400(server: str) -> None:
     assert get(f"{server}/collections/catalogue/items", datetime="not-a-date").status_code == 400
-
-
-def test_requested_language_reaches_providers(provider: CatalogueRecordsProvider) -> None:
-    from pygeoapi import l10n  # pygeoapi 0.21 ignores a raw "zh-HK" string here unless the provider fixes it
-
-    config = {"languages": ["en-US", "zh-HK"]}
-    assert l10n.get_plugin_locale(config, "zh-HK").language == "zh"
-    assert l10n.get_plugin_locale(config, "fr-FR,zh-HK;q=0.5").language == "zh"
-    assert l10n.get_plugin_locale(config, "fr").language == "en"
-    assert l10n.get_plugin_locale(config, None).language == "en"
