@@ -12,7 +12,6 @@ demo: setup
 	$(BIN)/sdi load --all
 	$(BIN)/sdi layers list
 	$(BIN)/sdi sites --out data/store/data-centre-sites.gpkg --map data/store/data-centre-sites.png
-	$(BIN)/sdi publish
 	$(BIN)/sdi serve --host 127.0.0.1 --port 5000
 
 test: setup
@@ -24,6 +23,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/load_bench.py
+
+bench-api: setup
+	$(BIN)/python benchmarks/api_bench.py
 
 bench-planning: setup
 	$(BIN)/python benchmarks/planning_bench.py

@@ -27,7 +27,7 @@ from sdi.errors import ConfigError, SdiError
 from sdi.publishing.jobs import manager_config
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import PROJECT_ROOT, Settings
-from sdi.web.assets import default_base
+from sdi.web.assets import default_base, package_templates
 
 CONFIG_DIR = PROJECT_ROOT / "pygeoapi_config"  #: default output folder of `sdi publish` in a checkout
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:5000"
@@ -277,6 +277,7 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
     out = Path(output_dir or CONFIG_DIR)
     base_path = base_file or (out / BASE_FILE if (out / BASE_FILE).is_file() else default_base())
     base = resolve_templates(read_base(base_path), base_path.parent)
+    base["server"]["templates"] = package_templates(base["server"].get("templates"))
     records = list(Catalogue(settings).search(limit=1000).records)
     config = build_config(base, records, settings, public_url or settings.public_url or DEFAULT_PUBLIC_URL,
                           primary_keys(settings))

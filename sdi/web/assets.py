@@ -16,3 +16,11 @@ STATIC_DIR = _ROOT / "static"  #: served at ``/static``: css, images, vendored L
 def default_base() -> Path:
     """The packaged ``base.yml``: server, metadata and processes when no ``SDI_SERVER_CONFIG`` is given."""
     return _ROOT / "base.yml"
+
+
+def package_templates(templates: object) -> dict[str, str]:
+    """``server.templates`` of a configuration: the given folders where they exist, else the package's."""
+    given = templates if isinstance(templates, dict) else {}
+    path, static = given.get("path"), given.get("static")
+    return {"path": str(path) if path and Path(str(path)).is_dir() else str(TEMPLATES_DIR),
+            "static": str(static) if static and Path(str(static)).is_dir() else str(STATIC_DIR)}

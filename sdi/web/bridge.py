@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from sdi.errors import ConfigError
 from sdi.publishing.config import CATALOGUE_ID, build_config, read_base, resolve_templates
-from sdi.web.assets import STATIC_DIR, TEMPLATES_DIR, default_base
+from sdi.web.assets import default_base, package_templates
 from sdi.web.pages import PageContext, pygeoapi_page, render
 from sdi.web.registry import Snapshot
 from sdi.web.runtime import Runtime
@@ -40,10 +40,7 @@ def server_base(runtime: Runtime) -> dict[str, Any]:
     path = runtime.web.server_config or default_base()
     base = resolve_templates(read_base(path), path.parent)
     server = dict(base["server"])
-    templates = dict(server.get("templates") or {})
-    templates.setdefault("path", str(TEMPLATES_DIR))
-    templates.setdefault("static", str(STATIC_DIR))
-    server["templates"] = templates
+    server["templates"] = package_templates(server.get("templates"))
     resources = {k: v for k, v in dict(base.get("resources") or {}).items()
                  if isinstance(v, dict) and v.get("type") == "process"}
     return {**base, "server": server, "resources": resources}

@@ -1,0 +1,215 @@
+"""Write a normalised layer into PostGIS atomically.
+
+One transaction does it all: create a staging table, COPY the rows in (binary, geometries as EWKB;
+each chunk reprojected and encoded on a worker thread while the previous one is sent),
+add the primary key and GiST index, ANALYZE, drop the live table, rename the staging table into its
+place, and record the load-history and layer rows. Readers see the previous version until the
+commit; a load that fails or is killed at any moment rolls back and leaves it intact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import shapely
+from psycopg import sql
+
+from loaders.copy_binary import HEADER, TRAILER, encode_rows
+from loaders.layer import NormalisedLayer
+from loaders.report import LoadReport
+from sdi.catalogue.store import refresh_record, temporal_extent
+from sdi.crs import HK_GRID
+from sdi.errors import LayerNotFoundError
+from sdi.layerdef import LayerDefinition
+from sdi.settings import Settings
+
+SCHEMA = "layers"
+Progress = Callable[[int, int], None]
+
+
+def _name(base: str, suffix: str) -> str:
+    """An object name of at most 63 bytes: ``<base>_<suffix>``."""
+    return f"{base[: 62 - len(suffix)]}_{suffix}"
+
+
+def _chunks(layer: NormalisedLayer, report: LoadReport, size: int) -> Iterator[tuple[int, int, bytes, tuple[
+        float, float, float, float] | None]]:
+    """Yield ``(rows_done, rows_kept, copy_bytes, bounds)`` per chunk.
+
+    Each chunk is reprojected, re-validated and encoded on a worker thread while the caller sends
+    the previous one, so client work overlaps the server's COPY.
+    """
+    total = len(layer)
+    starts = list(range(0, total, size))
+
+    def encode(start: int) -> tuple[int, bytes, tuple[float, float, float, float] | None]:
+        attrs, geoms = layer.chunk(start, min(start + size, total), report)
+        box = tuple(float(v) for v in shapely.total_bounds(geoms)) if len(geoms) else None
+        return len(geoms), encode_rows(attrs, layer.fields, geoms, layer.promote), box  # type: ignore[return-value]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdi-copy") as pool:
+        pending: Future[tuple[int, bytes, tuple[float, float, float, float] | None]] | None = (
+            pool.submit(encode, starts[0]) if starts else None)
+        for i, start in enumerate(starts):
+            assert pending is not None
+            kept, data, box = pending.result()
+            pending = pool.submit(encode, starts[i + 1]) if i + 1 < len(starts) else None
+            yield min(start + size, total), kept, data, box
+
+
+def _union(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> tuple[
+        float, float, float, float] | None:
+    if a is None or b is None:
+        return a or b
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer,
+                report: LoadReport, settings: Settings, *, started_at: dt.datetime,
+                loader_version: str, progress: Progress | None = None) -> int:
+    """Replace ``layers.<id>`` with ``layer`` in one transaction; return the new load id.
+
+    Parameters
+    ----------
+    conn
+        An open connection, not in a transaction.
+    progress
+        Called as ``progress(rows_written, rows_total)`` after each COPY chunk; an exception it
+        raises aborts the load (and rolls it back), which the tests use to inject failures.
+    """
+    table = definition.id
+    stage = _name("_load", table)
+    ident = sql.Identifier(SCHEMA, table)
+    stage_ident = sql.Identifier(SCHEMA, stage)
+    pk = layer.primary_key
+    columns = [sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.type)) for f in layer.fields]
+    geom_type = sql.SQL(f"geometry({layer.geometry_type}, {HK_GRID})")
+    total = len(layer)
+    with conn.transaction():
+        owner = conn.execute("select 1 from pg_roles where rolname = %s", (settings.owner_role,)).fetchone()
+        if owner:
+            conn.execute(sql.SQL("set local role {}").format(sql.Identifier(settings.owner_role)))
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"sdi.load.{table}",))
+        conn.execute(sql.SQL("drop table if exists {}").format(stage_ident))
+        conn.execute(sql.SQL("create table {} ({}, geom {} not null)").format(
+            stage_ident, sql.SQL(", ").join(columns), geom_type))
+        copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+            stage_ident, sql.SQL(", ").join(sql.Identifier(f.name) for f in [*layer.fields]) + sql.SQL(", geom"))
+        written, extent = 0, None
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            copy.write(HEADER)
+            for done, kept, data, box in _chunks(layer, report, settings.copy_chunk_rows):
+                copy.write(data)
+                written, extent = written + kept, _union(extent, box)
+                if progress:
+                    progress(done, total)
+            copy.write(TRAILER)
+        if progress and total == 0:
+            progress(0, 0)
+        conn.execute("set local maintenance_work_mem = '256MB'")
+        conn.execute(sql.SQL("alter table {} add constraint {} primary key ({})").format(
+            stage_ident, sql.Identifier(_name(stage, "pkey")), sql.Identifier(pk)))
+        conn.execute(sql.SQL("create index {} on {} using gist (geom)").format(
+            sql.Identifier(_name(stage, "geom_idx")), stage_ident))
+        conn.execute(sql.SQL("analyze {}").format(stage_ident))
+        conn.execute(sql.SQL("drop table if exists {}").format(ident))
+        conn.execute(sql.SQL("alter table {} rename to {}").format(stage_ident, sql.Identifier(table)))
+        conn.execute(sql.SQL("alter index {} rename to {}").format(
+            sql.Identifier(SCHEMA, _name(stage, "pkey")), sql.Identifier(_name(table, "pkey"))))
+        conn.execute(sql.SQL("alter index {} rename to {}").format(
+            sql.Identifier(SCHEMA, _name(stage, "geom_idx")), sql.Identifier(_name(table, "geom_idx"))))
+        conn.execute(sql.SQL("comment on table {} is {}").format(
+            ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
+        report.features_written = written
+        load_id = _record(conn, definition, layer, report, started_at, loader_version, extent)
+        dates = [f.name for f in layer.fields if f.type in ("date", "timestamp", "timestamptz")]
+        refresh_record(conn, definition, kind="vector", public_url=settings.public_url, bounds=extent,
+                       lineage=lineage(report, load_id, loader_version, started_at),
+                       temporal=temporal_extent(conn, table, dates))
+    return load_id
+
+
+def lineage(report: LoadReport, load_id: int, loader_version: str, started_at: dt.datetime) -> dict[str, object]:
+    """The lineage part of a catalogue record: where the data came from and what the load did to it."""
+    return {
+        "source_file": Path(report.source_path).name, "source_sha256": report.source_sha256,
+        "source_crs": report.source_crs, "crs_origin": report.crs_origin, "transformation": report.transformation,
+        "encoding": report.encoding, "loaded_at": started_at.isoformat(), "loader_version": loader_version,
+        "load_id": load_id, "features_read": report.features_read, "features_written": report.features_written,
+        "repaired": dict(report.repaired), "dropped": dict(report.dropped), "warnings": list(report.warnings),
+    }
+
+
+def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer, report: LoadReport,
+            started_at: dt.datetime, loader_version: str, bounds: tuple[float, float, float, float] | None) -> int:
+    total = report.features_written
+    row = conn.execute(
+        "insert into sdi.load_history (layer_id, started_at, source_path, source_sha256, source_crs,"
+        " transformation, loader_version, features_read, features_written, report)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) returning load_id",
+        (definition.id, started_at, str(definition.source_path), report.source_sha256, report.source_crs,
+         report.transformation, loader_version, report.features_read, total,
+         json.dumps(report.to_dict(), ensure_ascii=False, default=str)),
+    ).fetchone()
+    assert row is not None
+    load_id = int(row[0])
+    if bounds is not None:
+        xmin, ymin, xmax, ymax = bounds
+        pad = 0.5 if (xmax - xmin) == 0 or (ymax - ymin) == 0 else 0.0
+        extent = shapely.box(xmin - pad, ymin - pad, xmax + pad, ymax + pad).wkt
+    else:
+        extent = None
+    conn.execute(
+        "insert into sdi.layer (id, table_name, title_en, title_zh, abstract_en, abstract_zh, custodian,"
+        " licence, geometry_type, srid, primary_key, feature_count, extent, fields, synthetic, definition,"
+        " load_id, loaded_at) values (%(id)s, %(table)s, %(ten)s, %(tzh)s, %(aen)s, %(azh)s, %(cust)s,"
+        " %(lic)s, %(gt)s, 2326, %(pk)s, %(n)s, st_geomfromtext(%(ext)s, 2326), %(fields)s::jsonb,"
+        " %(syn)s, %(def)s::jsonb, %(load)s, now())"
+        " on conflict (id) do update set table_name = excluded.table_name, title_en = excluded.title_en,"
+        " title_zh = excluded.title_zh, abstract_en = excluded.abstract_en, abstract_zh = excluded.abstract_zh,"
+        " custodian = excluded.custodian, licence = excluded.licence, geometry_type = excluded.geometry_type,"
+        " primary_key = excluded.primary_key, feature_count = excluded.feature_count,"
+        " extent = excluded.extent, fields = excluded.fields, synthetic = excluded.synthetic,"
+        " definition = excluded.definition, load_id = excluded.load_id, loaded_at = excluded.loaded_at,"
+        " kind = 'vector', file_path = null, raster = null",
+        {"id": definition.id, "table": f"{SCHEMA}.{definition.id}", "ten": definition.title.en,
+         "tzh": definition.title.zh, "aen": definition.abstract.en, "azh": definition.abstract.zh,
+         "cust": definition.custodian, "lic": definition.licence, "gt": layer.geometry_type,
+         "pk": layer.primary_key, "n": total, "ext": extent,
+         "fields": json.dumps([f.__dict__ for f in layer.fields], ensure_ascii=False),
+         "syn": definition.synthetic, "def": definition.model_dump_json(), "load": load_id},
+    )
+    return load_id
+
+
+def drop_layer(conn: psycopg.Connection, layer_id: str, settings: Settings) -> str:
+    """Remove a published layer in one transaction: its table (or COG file) and its catalogue record.
+
+    Load history is kept. Returns what was removed, for messages.
+
+    Raises
+    ------
+    LayerNotFoundError
+        When no layer ``layer_id`` is loaded.
+    """
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"sdi.load.{layer_id}",))
+        row = conn.execute("select kind, file_path from sdi.layer where id = %s for update", (layer_id,)).fetchone()
+        if row is None:
+            raise LayerNotFoundError(f"no loaded layer {layer_id!r}")
+        kind, file_path = row
+        owner = conn.execute("select 1 from pg_roles where rolname = %s", (settings.owner_role,)).fetchone()
+        if owner:
+            conn.execute(sql.SQL("set local role {}").format(sql.Identifier(settings.owner_role)))
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, layer_id)))
+        conn.execute("delete from sdi.layer where id = %s", (layer_id,))
+        if kind == "raster" and file_path:
+            target = settings.data_dir / file_path
+            target.unlink(missing_ok=True)
+            return f"{target} and its catalogue record"
+    return f"{SCHEMA}.{layer_id} and its catalogue record"

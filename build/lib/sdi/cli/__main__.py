@@ -1,0 +1,5 @@
+"""``python -m sdi.cli``."""
+
+from sdi.cli import main
+
+main()

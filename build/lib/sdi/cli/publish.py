@@ -1,0 +1,81 @@
+"""``sdi publish`` (a pygeoapi configuration and OpenAPI document from the catalogue) and ``sdi serve``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sdi.cli._common import clean_errors, consoles, settings_from_env
+from sdi.db import redact
+from sdi.errors import ConfigError
+
+
+@clean_errors
+def publish_cmd(
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", help="Folder for pygeoapi-config.yml and "
+                                                    "pygeoapi-openapi.yml (default pygeoapi_config/).")] = None,
+    public_url: Annotated[str | None, typer.Option("--public-url", help="Base URL the API is served at "
+                                                   "(default SDI_PUBLIC_URL, else http://127.0.0.1:5000).")] = None,
+    base: Annotated[Path | None, typer.Option("--base", help="Hand-edited server metadata (a copy of the "
+                                              "packaged sdi/web/base.yml); default: the packaged one.")] = None,
+) -> None:
+    """Write a pygeoapi configuration and OpenAPI document for every loaded layer (a snapshot).
+
+    `sdi serve` does not need it: it publishes every layer live from the catalogue. Use this to review the
+    configuration, to run stock pygeoapi, or to give `sdi serve --config` edited server metadata.
+    """
+    from sdi.publishing.config import publish
+
+    settings = settings_from_env()
+    result = publish(settings, output_dir=output_dir, public_url=public_url, base_file=base)
+    consoles.out.print(f"wrote {result.config} ({len(result.collections)} collections: "
+                       f"{', '.join(result.collections)})", markup=False)
+    consoles.out.print(f"wrote {result.openapi}", markup=False)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line when ``host:port`` cannot be listened on (in use, or no such address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+@clean_errors
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 5000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
+    config: Annotated[Path | None, typer.Option("--config", help="Server metadata: a copy of the packaged "
+                                                "base.yml or a configuration written by `sdi publish` "
+                                                "(default SDI_SERVER_CONFIG, else the packaged base.yml).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the OGC API with the read-only database role; every loaded layer is published live."""
+    import uvicorn
+
+    from sdi.publishing.app import serve_environment
+    from sdi.publishing.config import read_base
+    from sdi.web.settings import WebSettings
+
+    settings = settings_from_env()
+    try:
+        web = WebSettings()
+    except Exception as exc:  # pydantic ValidationError: a bad SDI_* variable
+        raise ConfigError(f"invalid SDI_* setting: {str(exc).splitlines()[1:3]}") from exc
+    if config is not None:
+        read_base(config)  # fail now, with the file's name, rather than in every worker
+        os.environ["SDI_SERVER_CONFIG"] = str(config.resolve())
+    _check_port(host, port)
+    os.environ.update(serve_environment(settings, web))  # the workers (spawned) inherit it
+    consoles.err.print(f"serving on http://{host}:{port} with {workers} worker(s), database "
+                       f"{redact(os.environ['SDI_DATABASE_URL'])}", markup=False)
+    uvicorn.run("sdi.publishing.app:app", host=host, port=port, workers=workers, log_level=log_level,
+                proxy_headers=True, forwarded_allow_ips="127.0.0.1", access_log=log_level == "debug")

@@ -1,0 +1,213 @@
+"""Layer definitions: ``layers/<id>.yml`` files loaded into typed pydantic models.
+
+A minimal definition names the layer, its bilingual title and abstract, custodian, licence and source
+file; everything else is detected. Optional keys carry what detection cannot know (source CRS,
+encoding, coordinate columns, field renames and types, primary key, geometry type).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from sdi.errors import ConfigError, LayerDefinitionError, LayerNotFoundError
+from sdi.yamlfile import read_yaml
+
+GeometryType = Literal[
+    "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon", "Geometry"
+]
+FieldType = Literal["text", "integer", "bigint", "float", "boolean", "date", "timestamp", "json"]
+LayerId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+#: ISO 19115 MD_TopicCategoryCode values.
+TopicCategory = Literal[
+    "farming", "biota", "boundaries", "climatologyMeteorologyAtmosphere", "economy", "elevation", "environment",
+    "geoscientificInformation", "health", "imageryBaseMapsEarthCover", "intelligenceMilitary", "inlandWaters",
+    "location", "oceans", "planningCadastre", "society", "structure", "transportation",
+    "utilitiesCommunication",
+]
+#: ISO 19115 MD_MaintenanceFrequencyCode values.
+UpdateFrequency = Literal[
+    "continual", "daily", "weekly", "fortnightly", "monthly", "quarterly", "biannually", "annually", "asNeeded",
+    "irregular", "notPlanned", "unknown",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bilingual(_Strict):
+    """Text in English and Traditional Chinese."""
+
+    en: str = Field(min_length=1)
+    zh: str | None = None
+
+
+class CoordinateColumns(_Strict):
+    """Columns holding point coordinates in a table (x is easting or longitude)."""
+
+    x: str
+    y: str
+
+
+class FieldSpec(_Strict):
+    """How one source column is published: new name, type and bilingual description."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
+    type: FieldType | None = None
+    description: Bilingual | None = None
+
+
+class Source(_Strict):
+    """Where the data comes from; ``path`` is relative to the YAML file."""
+
+    path: Path
+    layer: str | None = None
+    encoding: str | None = None
+    crs: str | int | None = None
+    coordinates: CoordinateColumns | None = None
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {value!r}") from exc
+        return value
+
+
+class LayerDefinition(_Strict):
+    """One published layer, as described by ``layers/<id>.yml``."""
+
+    id: LayerId
+    title: Bilingual
+    abstract: Bilingual
+    custodian: str = Field(min_length=1)
+    licence: str = Field(min_length=1)
+    source: Source
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    primary_key: str | None = None
+    geometry_type: GeometryType | None = None
+    keywords: list[str] = Field(default_factory=list)
+    theme: TopicCategory | None = None
+    update_frequency: UpdateFrequency = "notPlanned"
+    attribution: str | None = None
+    synthetic: bool = False
+
+    _yaml_path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def yaml_path(self) -> Path | None:
+        """The file this definition was read from, if any."""
+        return self._yaml_path
+
+    @property
+    def source_path(self) -> Path:
+        """The source file's absolute path (relative paths resolve against the YAML file's folder)."""
+        path = self.source.path
+        if not path.is_absolute() and self._yaml_path is not None:
+            path = self._yaml_path.parent / path
+        return path.resolve()
+
+    @property
+    def label(self) -> str:
+        """How messages name this layer: its YAML file, or its id."""
+        return str(self._yaml_path) if self._yaml_path else self.id
+
+
+def _format_errors(where: str, exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{where}: {key}: {msg}")
+    return lines
+
+
+def parse_definition(data: Any, *, where: str, yaml_path: Path | None = None) -> LayerDefinition:
+    """Validate a mapping as a layer definition.
+
+    Raises
+    ------
+    LayerDefinitionError
+        One line per problem, each naming ``where`` and the key.
+    """
+    if not isinstance(data, dict):
+        raise LayerDefinitionError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        definition = LayerDefinition.model_validate(data)
+    except ValidationError as exc:
+        raise LayerDefinitionError("; ".join(_format_errors(where, exc))) from exc
+    definition._yaml_path = yaml_path.resolve() if yaml_path else None
+    return definition
+
+
+def read_definition(path: Path | str) -> LayerDefinition:
+    """Read and validate one layer YAML file.
+
+    Raises
+    ------
+    LayerDefinitionError
+        When the file is not valid YAML, misses a key, has a key of the wrong type, or its ``id``
+        differs from its file name.
+    """
+    path = Path(path)
+    data = read_yaml(path, where=str(path), error=LayerDefinitionError, missing=LayerNotFoundError, what="layer file")
+    definition = parse_definition(data, where=str(path), yaml_path=path)
+    if definition.id != path.stem:
+        raise LayerDefinitionError(f"{path}: id: {definition.id!r} does not match the file name {path.stem!r}")
+    return definition
+
+
+def definition_files(layers_dir: Path) -> list[Path]:
+    """Return the layer YAML files in ``layers_dir``, sorted by name."""
+    if not layers_dir.is_dir():
+        raise ConfigError(f"layers directory {layers_dir} does not exist (SDI_LAYERS_DIR)")
+    return sorted(p for p in layers_dir.iterdir() if p.suffix in (".yml", ".yaml"))
+
+
+def resolve(ref: str, layers_dir: Path) -> LayerDefinition:
+    """Find a layer by id (``layers_dir/<id>.yml``) or by a path to a YAML file."""
+    candidate = Path(ref)
+    if candidate.suffix in (".yml", ".yaml") or candidate.exists():
+        return read_definition(candidate)
+    for suffix in (".yml", ".yaml"):
+        path = layers_dir / f"{ref}{suffix}"
+        if path.exists():
+            return read_definition(path)
+    raise LayerNotFoundError(f"no layer {ref!r}: no file {layers_dir / (ref + '.yml')}")
+
+
+def validate_files(paths: Iterable[Path]) -> tuple[list[LayerDefinition], list[str]]:
+    """Validate every file; return the valid definitions and one error line per problem found.
+
+    Besides the schema, checks that each source file exists and that ids are unique.
+    """
+    good: list[LayerDefinition] = []
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        try:
+            definition = read_definition(path)
+        except (LayerDefinitionError, LayerNotFoundError) as exc:
+            problems.extend(str(exc).split("; "))
+            continue
+        if not definition.source_path.exists():
+            problems.append(f"{path}: source.path: file {definition.source_path} does not exist")
+            continue
+        if definition.id in seen:
+            problems.append(f"{path}: id: {definition.id!r} is also defined in {seen[definition.id]}")
+            continue
+        seen[definition.id] = path
+        good.append(definition)
+    return good, problems

@@ -1,0 +1,1 @@
+"""OGC API publishing through pygeoapi: configuration from the catalogue, sdi's providers, the server."""

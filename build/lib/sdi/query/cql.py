@@ -1,0 +1,382 @@
+"""CQL filters (OGC API – Features Part 3) as PostgreSQL ``WHERE`` clauses with bound values.
+
+:func:`parse_filter` reads ``filter`` as CQL2 text, ECQL (the dialect pygeoapi and GeoServer speak) or CQL2
+JSON with pygeofilter's parsers; :func:`to_sql` turns the syntax tree into :mod:`psycopg.sql` with an
+evaluator in the style of pygeofilter's own backends (one ``@handle`` method per node type). Identifiers are
+quoted and every value is bound as a *named* placeholder, so a clause can appear twice in one statement.
+
+Geometry literals are in ``filter-crs`` (CRS84 by default), in that CRS's axis order: EPSG:4326 literals are
+latitude first and EPSG:2326 ones northing first; they are flipped to x/y when the CRS's first axis points
+north, then transformed to the layer's SRID in PostGIS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from psycopg import sql
+from pygeofilter import ast, values
+from pygeofilter.backends.evaluator import Evaluator, handle
+
+from sdi.crs import CRS84_URI, uri_crs
+from sdi.errors import CrsError, QueryError
+from sdi.query.boxes import box_sql
+
+MAX_FILTER_CHARS = 20_000  #: longer filters are refused before parsing
+MAX_NODES = 1000  #: filters with more nodes are refused (each node is SQL the database must plan)
+MAX_DEPTH = 200  #: filters nested deeper are refused (an OR chain of n terms is n deep)
+
+_COMPARISON = {ast.ComparisonOp.EQ: "=", ast.ComparisonOp.NE: "<>", ast.ComparisonOp.LT: "<",
+               ast.ComparisonOp.LE: "<=", ast.ComparisonOp.GT: ">", ast.ComparisonOp.GE: ">="}
+_ARITHMETIC = {ast.ArithmeticOp.ADD: "+", ast.ArithmeticOp.SUB: "-", ast.ArithmeticOp.MUL: "*",
+               ast.ArithmeticOp.DIV: "/"}
+_SPATIAL = {ast.SpatialComparisonOp.INTERSECTS: "st_intersects", ast.SpatialComparisonOp.DISJOINT: "st_disjoint",
+            ast.SpatialComparisonOp.CONTAINS: "st_contains", ast.SpatialComparisonOp.WITHIN: "st_within",
+            ast.SpatialComparisonOp.TOUCHES: "st_touches", ast.SpatialComparisonOp.CROSSES: "st_crosses",
+            ast.SpatialComparisonOp.OVERLAPS: "st_overlaps", ast.SpatialComparisonOp.EQUALS: "st_equals"}
+#: Temporal predicates on an instant column: (instant vs instant, instant vs interval [start, end]).
+_TEMPORAL: dict[type, tuple[str | None, str | None]] = {
+    ast.TimeBefore: ("{a} < {b}", "{a} < {s}"),
+    ast.TimeAfter: ("{a} > {b}", "{a} > {e}"),
+    ast.TimeEquals: ("{a} = {b}", None),
+    ast.TimeDuring: (None, "({a} > {s} and {a} < {e})"),
+    ast.TimeOverlaps: ("{a} = {b}", "({a} >= {s} and {a} <= {e})"),  # CQL2 JSON t_intersects
+    ast.TimeBeforeOrDuring: (None, "{a} < {e}"),
+    ast.TimeDuringOrAfter: (None, "{a} > {s}"),
+    ast.TimeDisjoint: ("{a} <> {b}", "({a} < {s} or {a} > {e})"),
+}
+_DISTANCE_UNITS = {"meters": 1.0, "metres": 1.0, "m": 1.0, "kilometers": 1000.0, "kilometres": 1000.0,
+                   "km": 1000.0, "feet": 0.3048, "ft": 0.3048, "statute miles": 1609.344, "miles": 1609.344,
+                   "nautical miles": 1852.0}
+_TEXT_FUNCTIONS = ("lower", "casei", "upper", "accenti")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text.split(" Expected")[0][:160] or type(exc).__name__
+
+
+def parse_filter(text: str, lang: str | None = None) -> Any:
+    """Parse a ``filter`` value into a pygeofilter syntax tree.
+
+    Parameters
+    ----------
+    text
+        The filter as sent.
+    lang
+        ``filter-lang``: ``cql2-text`` (or ``None``: CQL2 text, else ECQL, the two agree on comparisons,
+        ``LIKE``, ``IN``, ``BETWEEN``, ``IS NULL`` and ``AND``/``OR``/``NOT``), ``ecql``/``cql-text`` or
+        ``cql2-json``.
+
+    Raises
+    ------
+    QueryError
+        When the text does not parse, is too long, or ``lang`` is unknown.
+    """
+    if len(text) > MAX_FILTER_CHARS:
+        raise QueryError(f"filter: longer than {MAX_FILTER_CHARS} characters")
+    if "\x00" in text:
+        raise QueryError("filter: contains a NUL character")
+    if lang in ("cql2-json", "cql-json"):
+        return _parse_json(text)
+    if lang not in (None, "", "cql2-text", "ecql", "cql-text"):
+        raise QueryError(f"filter-lang: {lang!r} is not one of cql2-text, cql2-json, ecql")
+    from pygeofilter.parsers.cql2_text import parse as parse_cql2
+    from pygeofilter.parsers.ecql import parse as parse_ecql
+
+    if lang in (None, "", "cql2-text"):
+        try:
+            return parse_cql2(text)
+        except Exception:  # lark's errors share no public base; ECQL may still read it
+            pass
+    try:
+        return parse_ecql(text)
+    except Exception as exc:
+        raise QueryError(f"filter: not valid CQL2 or ECQL text: {_first_line(exc)}") from exc
+
+
+def _bbox_to_polygon(node: Any, depth: int = 0) -> Any:
+    """CQL2 JSON with every ``{"bbox": [...]}`` literal written as a GeoJSON polygon.
+
+    pygeofilter 0.4 builds ``Envelope(x1, x2, y1, y2)`` from the bbox's ``minx, miny, maxx, maxy`` in order,
+    which puts ``miny`` into ``x2``; a polygon avoids that.
+    """
+    if depth > 64:
+        raise QueryError("filter: nested more than 64 levels deep")
+    if isinstance(node, dict):
+        box = node.get("bbox")
+        if len(node) == 1 and isinstance(box, list) and len(box) in (4, 6):
+            dims = len(box) // 2
+            x0, y0, x1, y1 = box[0], box[1], box[dims], box[dims + 1]
+            return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+        return {k: _bbox_to_polygon(v, depth + 1) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_bbox_to_polygon(v, depth + 1) for v in node]
+    return node
+
+
+def _parse_json(text: str) -> Any:
+    from pygeofilter.parsers.cql2_json import parse as parse_json
+
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise QueryError(f"filter: not valid JSON: {_first_line(exc)}") from exc
+    try:
+        return parse_json(_bbox_to_polygon(doc))
+    except QueryError:
+        raise
+    except Exception as exc:
+        raise QueryError(f"filter: not valid CQL2 JSON: {_first_line(exc)}") from exc
+
+
+class SqlEvaluator(Evaluator):
+    """Evaluate a pygeofilter tree to SQL over the table alias ``t`` (one handler per node type).
+
+    Parameters
+    ----------
+    columns
+        Queryable column names mapped to their PostgreSQL types.
+    geom_column
+        The geometry column, also accepted as a property name.
+    srid
+        The SRID of ``geom_column``; geometry literals are transformed to it.
+    filter_crs
+        The CRS URI of geometry literals (``filter-crs``; CRS84 by default).
+    """
+
+    def __init__(self, columns: Mapping[str, str], geom_column: str = "geom", srid: int = 2326,
+                 filter_crs: str = CRS84_URI) -> None:
+        self.columns = columns
+        self.geom_column = geom_column
+        self.srid = srid
+        self.filter_crs = filter_crs
+        self.params: dict[str, Any] = {}
+
+    def bind(self, value: Any) -> sql.Composable:
+        """A named placeholder for ``value``."""
+        name = f"cql{len(self.params)}"
+        self.params[name] = value
+        return sql.Placeholder(name)
+
+    def adopt(self, node: Any, *sub_args: Any) -> Any:
+        """Refuse what no handler translates."""
+        raise QueryError(f"filter: unsupported expression {type(node).__name__}")
+
+    # --- expressions -----------------------------------------------------------------------------------
+
+    @handle(ast.Attribute)
+    def attribute(self, node: ast.Attribute) -> sql.Composable:
+        if node.name not in self.columns and node.name != self.geom_column:
+            raise QueryError(f"filter: unknown property {node.name!r}")
+        return sql.SQL("t.{}").format(sql.Identifier(node.name))
+
+    @handle(str, float, int, bool, dt.datetime, dt.date)
+    def literal(self, node: Any) -> sql.Composable:
+        if (isinstance(node, float) and node != node) or node in (float("inf"), float("-inf")):
+            raise QueryError("filter: numbers must be finite")
+        return self.bind(node)
+
+    @handle(type(None))
+    def null_literal(self, node: None) -> sql.Composable:
+        return sql.NULL
+
+    @handle(list)
+    def array(self, node: list[Any]) -> sql.Composable:
+        raise QueryError("filter: arrays are not supported")
+
+    @handle(ast.Function)
+    def function(self, node: ast.Function, *arguments: sql.Composable) -> sql.Composable:
+        name = node.name.lower()
+        if name in _TEXT_FUNCTIONS and len(arguments) == 1:
+            wrap = "upper" if name == "upper" else "lower"  # CQL2 CASEI; ACCENTI compares case-insensitively too
+            return sql.SQL(wrap + "(({})::text)").format(arguments[0])
+        raw = node.arguments
+        if name == "bbox" and len(raw) in (4, 6) and all(_is_number(v) for v in raw):  # CQL2 BBOX(...) literal
+            dims = len(raw) // 2
+            return self._envelope(raw[0], raw[1], raw[dims], raw[dims + 1], self.filter_crs)
+        raise QueryError(f"filter: unsupported function {node.name!r}")
+
+    @handle(ast.Arithmetic, subclasses=True)
+    def arithmetic(self, node: ast.Arithmetic, lhs: sql.Composable, rhs: sql.Composable) -> sql.Composable:
+        return sql.SQL("({} " + _ARITHMETIC[node.op] + " {})").format(lhs, rhs)
+
+    @handle(values.Geometry)
+    def geometry(self, node: values.Geometry) -> sql.Composable:
+        crs_name = (node.geometry.get("crs") or {}).get("properties", {}).get("name") or self.filter_crs
+        geojson = {k: v for k, v in node.geometry.items() if k != "crs"}
+        return self._literal_geometry(sql.SQL("st_geomfromgeojson({})").format(self.bind(json.dumps(geojson))),
+                                      crs_name)
+
+    @handle(values.Envelope)
+    def envelope(self, node: values.Envelope) -> sql.Composable:
+        return self._envelope(node.x1, node.y1, node.x2, node.y2, self.filter_crs)
+
+    def _crs(self, crs_name: str) -> Any:
+        try:
+            return uri_crs(str(crs_name), what="filter-crs")
+        except CrsError as exc:
+            raise QueryError(str(exc)) from exc
+
+    def _envelope(self, x0: float, y0: float, x1: float, y1: float, crs_name: str) -> sql.Composable:
+        crs = self._crs(crs_name)
+        if crs.north_first:  # corners in the CRS's axis order
+            x0, y0, x1, y1 = y0, x0, y1, x1
+        box = box_sql((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), crs.srid, self.params,
+                      f"cqlbox{len(self.params)}_", self.srid)
+        return box if box is not None else sql.SQL("st_setsrid('POLYGON EMPTY'::geometry, {})").format(
+            sql.Literal(self.srid))
+
+    def _literal_geometry(self, expr: sql.Composable, crs_name: str) -> sql.Composable:
+        crs = self._crs(crs_name)
+        if crs.north_first:
+            expr = sql.SQL("st_flipcoordinates({})").format(expr)
+        expr = sql.SQL("st_setsrid({}, {})").format(expr, sql.Literal(crs.srid))
+        if crs.srid != self.srid:
+            expr = sql.SQL("st_transform({}, {})").format(expr, sql.Literal(self.srid))
+        return expr
+
+    # --- predicates ------------------------------------------------------------------------------------
+
+    @handle(ast.Not)
+    def not_(self, node: ast.Not, sub: sql.Composable) -> sql.Composable:
+        return sql.SQL("(not {})").format(sub)
+
+    @handle(ast.And, ast.Or)
+    def combination(self, node: ast.Combination, lhs: sql.Composable, rhs: sql.Composable) -> sql.Composable:
+        return sql.SQL("({} " + ("and" if isinstance(node, ast.And) else "or") + " {})").format(lhs, rhs)
+
+    @handle(ast.Comparison, subclasses=True)
+    def comparison(self, node: ast.Comparison, lhs: sql.Composable, rhs: sql.Composable) -> sql.Composable:
+        return sql.SQL("({} " + _COMPARISON[node.op] + " {})").format(lhs, rhs)
+
+    @handle(ast.Between)
+    def between(self, node: ast.Between, lhs: sql.Composable, low: sql.Composable,
+                high: sql.Composable) -> sql.Composable:
+        return sql.SQL("({} " + ("not " if node.not_ else "") + "between {} and {})").format(lhs, low, high)
+
+    @handle(ast.Like)
+    def like(self, node: ast.Like, lhs: sql.Composable) -> sql.Composable:
+        if not isinstance(node.pattern, str):
+            raise QueryError("filter: LIKE needs a text pattern")
+        op = ("not " if node.not_ else "") + ("ilike" if node.nocase else "like")
+        # '%' any run, '_' one character, '\' escapes: SQL's own LIKE, which CQL2 and ECQL follow
+        return sql.SQL("(({})::text " + op + " {})").format(lhs, self.bind(node.pattern))
+
+    @handle(ast.In)
+    def in_(self, node: ast.In, lhs: sql.Composable, *options: sql.Composable) -> sql.Composable:
+        if not options:
+            return sql.SQL("true" if node.not_ else "false")
+        return sql.SQL("({} " + ("not " if node.not_ else "") + "in ({}))").format(lhs, sql.SQL(", ").join(options))
+
+    @handle(ast.IsNull)
+    def null(self, node: ast.IsNull, lhs: sql.Composable) -> sql.Composable:
+        return sql.SQL("({} is " + ("not " if node.not_ else "") + "null)").format(lhs)
+
+    @handle(ast.Include)
+    def include(self, node: ast.Include) -> sql.Composable:
+        return sql.SQL("false" if node.not_ else "true")
+
+    @handle(ast.SpatialComparisonPredicate, subclasses=True)
+    def spatial(self, node: ast.SpatialComparisonPredicate, lhs: sql.Composable,
+                rhs: sql.Composable) -> sql.Composable:
+        return sql.SQL(_SPATIAL[node.op] + "({}, {})").format(lhs, rhs)
+
+    @handle(ast.BBox)
+    def bbox(self, node: ast.BBox, lhs: sql.Composable) -> sql.Composable:
+        box = self._envelope(node.minx, node.miny, node.maxx, node.maxy, str(node.crs or self.filter_crs))
+        return sql.SQL("st_intersects({}, {})").format(lhs, box)
+
+    @handle(ast.DistanceWithin, ast.DistanceBeyond)
+    def distance(self, node: ast.SpatialDistancePredicate, lhs: sql.Composable,
+                 rhs: sql.Composable) -> sql.Composable:
+        units = str(node.units or "meters").lower()
+        if units not in _DISTANCE_UNITS:
+            raise QueryError(f"filter: unknown distance unit {units!r}; use meters or kilometers")
+        metres = self.bind(float(node.distance) * _DISTANCE_UNITS[units])
+        text = "st_dwithin({}, {}, {})" if isinstance(node, ast.DistanceWithin) else "(not st_dwithin({}, {}, {}))"
+        return sql.SQL(text).format(lhs, rhs, metres)  # EPSG:2326 is in metres
+
+    @handle(values.Interval)
+    def interval(self, node: values.Interval, start: Any, end: Any) -> tuple[Any, Any]:
+        return (start if node.start is not None else None), (end if node.end is not None else None)
+
+    @handle(ast.TemporalPredicate, subclasses=True)
+    def temporal(self, node: ast.TemporalPredicate, lhs: sql.Composable, rhs: Any) -> sql.Composable:
+        forms = _TEMPORAL.get(type(node))
+        if forms is None:
+            raise QueryError(f"filter: unsupported temporal predicate {type(node).__name__}")
+        instant, interval = forms
+        if isinstance(rhs, tuple):
+            if interval is None:
+                raise QueryError(f"filter: {type(node).__name__} needs an instant")
+            start = rhs[0] if rhs[0] is not None else sql.SQL("'-infinity'::timestamptz")
+            end = rhs[1] if rhs[1] is not None else sql.SQL("'infinity'::timestamptz")
+            return sql.SQL(interval).format(a=lhs, s=start, e=end)
+        if instant is None:
+            raise QueryError(f"filter: {type(node).__name__} needs an interval")
+        return sql.SQL(instant).format(a=lhs, b=rhs)
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, values.Interval):
+        return [node.start, node.end]
+    subnodes = node.get_sub_nodes() if hasattr(node, "get_sub_nodes") else None
+    if subnodes is None:
+        return []
+    return list(subnodes) if isinstance(subnodes, list) else [subnodes]
+
+
+def check_filter(node: Any, columns: Mapping[str, str], geom_column: str = "geom") -> None:
+    """Refuse a filter naming an unknown property, with more than :data:`MAX_NODES` terms or nested deeper than
+    :data:`MAX_DEPTH` (walked without recursion, so any tree a parser returns can be checked).
+
+    Raises
+    ------
+    QueryError
+        Naming the property or the limit.
+    """
+    stack, count = [(node, 1)], 0
+    while stack:
+        current, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise QueryError(f"filter: more than {MAX_NODES} terms")
+        if depth > MAX_DEPTH:
+            raise QueryError(f"filter: nested more than {MAX_DEPTH} levels deep; write long OR lists as IN (...)")
+        if isinstance(current, ast.Attribute) and current.name not in columns and current.name != geom_column:
+            raise QueryError(f"filter: unknown property {current.name[:60]!r}")
+        stack.extend((child, depth + 1) for child in _children(current))
+
+
+def to_sql(node: Any, columns: Mapping[str, str], geom_column: str = "geom", srid: int = 2326,
+           filter_crs: str = CRS84_URI) -> tuple[sql.Composable, dict[str, Any]]:
+    """Translate a pygeofilter tree into a boolean SQL expression over the table alias ``t``.
+
+    Returns
+    -------
+    tuple[sql.Composable, dict[str, Any]]
+        The expression with named placeholders ``cql0``, ``cql1``, ... and their values.
+
+    Raises
+    ------
+    QueryError
+        For unknown properties, unsupported expressions, an unknown ``filter_crs`` or a tree that is too big
+        (:func:`check_filter`).
+    """
+    check_filter(node, columns, geom_column)
+    evaluator = SqlEvaluator(columns, geom_column, srid, filter_crs)
+    try:
+        clause = evaluator.evaluate(node)
+    except RecursionError as exc:
+        raise QueryError("filter: nested too deeply") from exc
+    if not isinstance(clause, sql.Composable):
+        raise QueryError("filter: not a condition")
+    return clause, evaluator.params

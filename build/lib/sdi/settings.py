@@ -1,0 +1,35 @@
+"""Settings, read from ``SDI_*`` environment variables (or a ``.env`` file) and passed explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """HK SDI settings.
+
+    Each field reads the environment variable ``SDI_<FIELD>``, for example ``SDI_DATABASE_URL``.
+    Nothing is read at import time: build one ``Settings()`` at the edge (CLI, server, notebook)
+    and pass it down.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SDI_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "postgresql:///sdi",
+        description="libpq URL of the SDI database; the default is database 'sdi' on the local server.",
+    )
+    layers_dir: Path = Field(PROJECT_ROOT / "layers", description="Folder of layer YAML files.")
+    data_dir: Path = Field(PROJECT_ROOT / "data" / "store", description="Folder for raster and derived files.")
+    owner_role: str = Field("sdi_owner", description="Role that owns and loads the SDI schemas.")
+    reader_role: str = Field("sdi_reader", description="Read-only role that the API connects with.")
+    reader_password: str | None = Field(None, description="Password set on the read-only role, if any.")
+    public_url: str | None = Field(None, description="Base URL the OGC API is served at, for links; default: "
+                                                     "each request's own (Host and trusted X-Forwarded-* headers).")
+    connect_timeout: int = Field(5, ge=1, description="Seconds to wait for the database to answer.")
+    copy_chunk_rows: int = Field(50_000, ge=1, description="Rows per COPY chunk (and progress step).")

@@ -1,0 +1,156 @@
+"""The HK SDI web API: sdi's own routes for the hot paths, pygeoapi (wrapped) for the rest.
+
+:func:`create_app` builds the Starlette application; its lifespan builds one :class:`~sdi.web.runtime.Runtime`
+per worker (settings read once, the read-only role's URL, one connection pool, the live layer registry, the
+tile cache and the pygeoapi bridge). Routes:
+
+========================================================  ===================================================
+``/collections``, ``/collections/{id}``                     :mod:`sdi.web.collections` (live from the catalogue)
+``/collections/{id}/items[/{fid}]``                        :mod:`sdi.web.features`
+``/collections/{id}/queryables``, ``/schema``               :mod:`sdi.web.collections`
+``/collections/{id}/tiles/...``, ``/TileMatrixSets/...``   :mod:`sdi.web.tiles`
+``/openapi``, ``/conformance``, ``/metadata/{id}.xml``      :mod:`sdi.web.service`
+``/``, coverages, the catalogue's records, processes, jobs  pygeoapi through :mod:`sdi.web.bridge`
+``/static``                                                 the package's static files
+========================================================  ===================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from sdi.errors import DatabaseUnavailableError, SdiError
+from sdi.settings import Settings
+from sdi.web import collections, service, tiles
+from sdi.web.assets import STATIC_DIR
+from sdi.web.bridge import Bridge, server_base
+from sdi.web.compress import CompressionMiddleware
+from sdi.web.http import exception_response, sdi_error
+from sdi.web.pages import Pages
+from sdi.web.reader import is_reader_url, prepare_reader, reader_url
+from sdi.web.registry import Registry, Snapshot
+from sdi.web.runtime import Runtime, open_pool
+from sdi.web.settings import WebSettings
+from sdi.web.tilecache import TileCache
+
+LOGGER = logging.getLogger("sdi.web")
+
+
+def _reader(settings: Settings, web: WebSettings) -> str:
+    """The read-only role's URL: as given, or prepared (its password set) from the owner's URL."""
+    if is_reader_url(settings.database_url, settings.reader_role):
+        return settings.database_url
+    try:
+        return prepare_reader(settings, web)
+    except DatabaseUnavailableError as exc:  # start anyway: requests answer 503 until the database is back
+        LOGGER.warning("%s", exc)
+        password = settings.reader_password
+        if password is None and web.reader_password_file.is_file():
+            password = web.reader_password_file.read_text(encoding="utf-8").strip()
+        return reader_url(settings.database_url, settings.reader_role, password, web.reader_host)
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Build the worker's runtime; close its pool and background task at shutdown."""
+    settings, web = Settings(), WebSettings()
+    from starlette.concurrency import run_in_threadpool
+
+    url = await run_in_threadpool(_reader, settings, web)
+    pool = await open_pool(url, settings, web)
+    runtime = Runtime(settings.model_copy(update={"database_url": url}), web, pool, asyncio.get_running_loop())
+    registry = Registry(runtime)
+    cache = TileCache(web.tile_cache_mb * 2 ** 20)
+
+    def forget_tiles(old: Snapshot, new: Snapshot) -> None:
+        for layer_id, layer in old.layers.items():
+            now = new.layers.get(layer_id)
+            if now is None or now.load_id != layer.load_id:
+                cache.forget(layer_id, now.load_id if now else None)
+
+    registry.listeners.append(forget_tiles)
+    runtime.state.update(registry=registry, tiles=cache, forwarded_allow=tuple(web.forwarded_allow_ips),
+                         server_base=server_base(runtime))
+    runtime.state["bridge"] = Bridge(runtime)
+    runtime.state["pages"] = Pages()
+    with contextlib.suppress(Exception):  # the database may be away: the registry's loop retries
+        await registry.refresh(force=True)
+    task = asyncio.create_task(registry.run())
+    app.state.runtime = runtime
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pool.close()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return exception_response(status, str(detail))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    LOGGER.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__,
+                 str(exc).splitlines()[0][:300] if str(exc) else "")
+    return exception_response(500, "internal error; see the server log")
+
+
+def routes() -> list[Route | Mount]:
+    """Every route of the API."""
+    c = "/collections/{collection}"
+    return [
+        Route("/", service.landing_page),
+        Route("/conformance", service.conformance),
+        Route("/openapi", service.openapi),
+        Route("/metadata/{name}", service.metadata),
+        Route("/TileMatrixSets", tiles.tile_matrix_sets),
+        Route("/TileMatrixSets/{tms}", tiles.tile_matrix_set),
+        Route("/collections", collections.collections),
+        Route(c, collections.collection),
+        Route(f"{c}/queryables", collections.queryables),
+        Route(f"{c}/schema", collections.queryables),
+        Route(f"{c}/items", service.items, methods=["GET"]),
+        Route(c + "/items/{fid:path}", service.item, methods=["GET"]),
+        Route(f"{c}/tiles", tiles.tilesets),
+        Route(c + "/tiles/{tms}", tiles.tileset),
+        Route(c + "/tiles/{tms}/metadata", tiles.tileset),
+        Route(c + "/tiles/{tms}/{z}/{row}/{col}", tiles.tile),
+        Route(f"{c}/coverage", service.coverage),
+        Route("/processes", service.processes),
+        Route("/processes/{process}", service.processes),
+        Route("/processes/{process}/execution", service.execute, methods=["POST"]),
+        Route("/jobs", service.jobs),
+        Route("/jobs/{job}", service.jobs, methods=["GET", "DELETE"]),
+        Route("/jobs/{job}/results", service.job_results),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+
+def create_app() -> Starlette:
+    """The API application; settings are read, and the database reached, in its lifespan (per worker)."""
+    web = WebSettings()
+    middleware = [Middleware(CompressionMiddleware)]
+    if web.cors_origins:
+        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(web.cors_origins),
+                                        allow_methods=["GET", "HEAD", "OPTIONS"], allow_headers=["*"],
+                                        expose_headers=["ETag", "Content-Crs", "Link"], max_age=3600))
+    app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan,
+                    exception_handlers={SdiError: sdi_error, HTTPException: _http_error, Exception: _server_error})
+    app.router.redirect_slashes = False
+    return app

@@ -1,0 +1,152 @@
+"""pygeoapi for what sdi does not answer itself: landing page, conformance, coverages, records, processes, jobs.
+
+pygeoapi is wrapped, never patched: its API functions (``pygeoapi.api.*``) are called with an
+:class:`pygeoapi.api.API` built here from a *live* configuration: the server metadata (``base.yml`` or a
+configuration written by ``sdi publish``) plus one resource per layer in the registry's current snapshot, with
+the request's base URL. API objects are cached per (catalogue version, base URL, language), so a load, reload
+or drop shows on the next request that follows the registry's check. sdi's own pygeoapi providers (records,
+the feature and tile adapters) and the job manager receive the worker's :class:`~sdi.web.runtime.Runtime`
+in their definitions and so share its connection pool.
+
+pygeoapi 0.21 hands a provider its first configured language whatever the request asked, so the catalogue
+provider's languages are listed with the requested one first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from sdi.errors import ConfigError
+from sdi.publishing.config import CATALOGUE_ID, build_config, read_base, resolve_templates
+from sdi.web.assets import STATIC_DIR, TEMPLATES_DIR, default_base
+from sdi.web.pages import PageContext, pygeoapi_page, render
+from sdi.web.registry import Snapshot
+from sdi.web.runtime import Runtime
+
+MAX_APIS = 8
+LANGUAGES = {"en": ["en-US", "zh"], "zh": ["zh", "en-US"]}  #: babel has no plain zh_HK locale
+
+
+def server_base(runtime: Runtime) -> dict[str, Any]:
+    """The server metadata (``server``, ``metadata``, ``logging``, process resources) the API is built from."""
+    path = runtime.web.server_config or default_base()
+    base = resolve_templates(read_base(path), path.parent)
+    server = dict(base["server"])
+    templates = dict(server.get("templates") or {})
+    templates.setdefault("path", str(TEMPLATES_DIR))
+    templates.setdefault("static", str(STATIC_DIR))
+    server["templates"] = templates
+    resources = {k: v for k, v in dict(base.get("resources") or {}).items()
+                 if isinstance(v, dict) and v.get("type") == "process"}
+    return {**base, "server": server, "resources": resources}
+
+
+def live_config(runtime: Runtime, snapshot: Snapshot, base_url: str, lang: str) -> dict[str, Any]:
+    """The pygeoapi configuration of this moment, for links under ``base_url``."""
+    base = runtime.state["server_base"]
+    keys = {layer_id: layer.primary_key for layer_id, layer in snapshot.layers.items()}
+    config = build_config(base, list(snapshot.records.values()), runtime.settings, base_url, keys)
+    server = config["server"]
+    server["manager"] = {**server["manager"], "runtime": runtime}
+    server.setdefault("limits", {})
+    server["limits"] = {**server["limits"], "default_items": runtime.web.default_items,
+                        "max_items": runtime.web.max_items, "on_exceed": "throttle"}
+    for resource in config["resources"].values():
+        if resource.get("type") == "process" and isinstance(resource.get("processor"), dict):
+            resource["processor"] = {**resource["processor"], "runtime": runtime}
+        for provider in resource.get("providers", []):
+            if str(provider.get("name", "")).startswith("sdi."):
+                provider["runtime"] = runtime
+                provider["base_url"] = base_url
+            if resource is config["resources"].get(CATALOGUE_ID):
+                provider["languages"] = list(LANGUAGES[lang])
+    return config
+
+
+class Bridge:
+    """Cached pygeoapi API objects and the calls into them."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._apis: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+
+    def api(self, base_url: str, lang: str) -> Any:
+        """The pygeoapi API for the current snapshot, ``base_url`` and language (built on first use)."""
+        from pygeoapi.api import API
+
+        snapshot = self.runtime.state["registry"].snapshot
+        key = (snapshot.version, base_url, lang)
+        found = self._apis.get(key)
+        if found is None:
+            found = API(live_config(self.runtime, snapshot, base_url, lang), {})
+            self._apis[key] = found
+            while len(self._apis) > MAX_APIS:
+                self._apis.popitem(last=False)
+        else:
+            self._apis.move_to_end(key)
+        return found
+
+    async def _run(self, request: Request, function: Callable[..., tuple[dict[str, str], int, Any]],
+                   args: tuple[Any, ...],
+                   base_url: str, lang: str, as_json: bool,
+                   formats: tuple[str, ...] = ()) -> tuple[dict[str, str], int, Any]:
+        """Run a ``pygeoapi.api`` function in a worker thread (``as_json``: with ``f=json`` whatever was asked)."""
+        from pygeoapi.api import APIRequest
+
+        api = self.api(base_url, lang)
+        if as_json:
+            pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "f"] + [("f", "json")]
+            body = await request.body()  # read once; each APIRequest reads the body of the request it is given
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            request = Request({**request.scope, "query_string": urlencode(pairs).encode("latin-1")}, receive)
+        api_request = await APIRequest.from_starlette(request, api.locales)
+        if not api_request.is_valid(list(formats) or None):
+            return tuple(api.get_format_exception(api_request))
+        result: tuple[dict[str, str], int, Any] = await run_in_threadpool(function, api, api_request, *args)
+        return result
+
+    async def call(self, request: Request, function: Callable[..., tuple[dict[str, str], int, Any]],
+                   *args: Any, base_url: str, lang: str, formats: tuple[str, ...] = (),
+                   page: PageContext | None = None) -> Response:
+        """Answer ``request`` with a ``pygeoapi.api`` function; HTML (when asked and ``page`` is given) is
+        rendered by sdi from the JSON pygeoapi returns (see :mod:`sdi.web.pages`)."""
+        f = (request.query_params.get("f") or "").lower()
+        wants_html = page is not None and (f == "html" or (not f and "text/html" in request.headers.get("accept", "")))
+        headers, status, content = await self._run(request, function, args, base_url, lang, wants_html, formats)
+        if not wants_html or page is None:
+            return to_response(headers, status, content)
+        doc = json.loads(content) if isinstance(content, str | bytes) else content
+        if status >= 400:
+            return await render(self.runtime, base_url, lang, "exception.html", doc, status=status)
+        template, data = pygeoapi_page(page.name, doc, page)
+        return await render(self.runtime, base_url, lang, template, data, status=status)
+
+    async def document(self, request: Request, function: Callable[..., tuple[dict[str, str], int, Any]],
+                       *args: Any, base_url: str, lang: str) -> dict[str, Any]:
+        """The JSON document a ``pygeoapi.api`` function answers (``f=json``), as a dict."""
+        _, status, content = await self._run(request, function, args, base_url, lang, True)
+        if status != 200:
+            raise ConfigError(f"pygeoapi answered {status} for {request.url.path}")
+        return dict(json.loads(content))
+
+
+def to_response(headers: dict[str, str] | None, status: int, content: Any) -> Response:
+    """A Starlette response from what a pygeoapi API function returns."""
+    headers = dict(headers or {})
+    media = headers.pop("Content-Type", None) or "application/json"
+    if isinstance(content, dict):
+        return JSONResponse(content, status_code=status, headers=headers, media_type=media)
+    if media.startswith("text/html"):
+        return HTMLResponse(content, status_code=status, headers=headers)
+    return Response(content, status_code=status, headers=headers, media_type=media)

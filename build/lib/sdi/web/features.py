@@ -1,0 +1,263 @@
+"""``/collections/{id}/items`` and ``/collections/{id}/items/{fid}``: GeoJSON written by PostgreSQL, sent as is.
+
+The page statement (:func:`sdi.query.statements.page_statement`) returns the features as comma-joined GeoJSON
+text in chunks; the route writes them between the FeatureCollection's head and tail without parsing them.
+Pages of more than :data:`STREAM_ABOVE` features are streamed chunk by chunk as PostgreSQL produces them.
+HTML pages render pygeoapi's items and item templates (sdi's copies) from the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any, cast
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from sdi.errors import FeatureNotFoundError, QueryError
+from sdi.query.layer import LayerMeta
+from sdi.query.params import ItemsQuery, Limits, feature_key, parse_item, parse_items
+from sdi.query.statements import check_sortable, hits_statement, item_statement, page_statement
+from sdi.web.http import (
+    GEOJSON,
+    HTML,
+    JSON,
+    base_url,
+    cache_headers,
+    etag,
+    json_bytes,
+    language,
+    negotiate,
+    not_modified,
+    not_modified_response,
+    query_string,
+)
+from sdi.web.pages import render
+from sdi.web.runtime import RawText, Runtime
+
+FORMATS = {"json": GEOJSON, "html": HTML}
+STREAM_ABOVE = 1000  #: pages with a larger ``limit`` are streamed
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The worker's :class:`Runtime`."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def params_of(request: Request) -> dict[str, str]:
+    """The query parameters, one value each (a parameter repeated with another value is a 400)."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name in params and params[name] != value:
+            raise QueryError(f"{name[:60]}: given more than once, with different values")
+        params[name] = value
+    return params
+
+
+def client_base(request: Request, runtime: Runtime) -> str:
+    """Base URL for links (see :func:`sdi.web.http.base_url`)."""
+    return base_url(request, runtime.settings.public_url, runtime.state["forwarded_allow"])
+
+
+def _links(base: str, layer: LayerMeta, params: dict[str, str], fmt: str, query: ItemsQuery, matched: int,
+           returned: int) -> list[dict[str, str]]:
+    items = f"{base}/collections/{layer.id}/items"
+    keep = {k: v for k, v in params.items() if k not in ("f", "offset", "limit")}
+    here = {**keep, "limit": str(query.limit)}
+    if query.offset:
+        here["offset"] = str(query.offset)
+    links = [
+        {"rel": "self" if fmt == "json" else "alternate", "type": GEOJSON, "title": "This page as GeoJSON",
+         "href": items + query_string({**here, "f": "json"})},
+        {"rel": "self" if fmt == "html" else "alternate", "type": HTML, "title": "This page as HTML",
+         "href": items + query_string({**here, "f": "html"})},
+        {"rel": "collection", "type": JSON, "title": layer.record.title_en,
+         "href": f"{base}/collections/{layer.id}"},
+    ]
+    f = {"f": fmt} if "f" in params else {}
+    if query.offset + returned < matched and returned:
+        links.append({"rel": "next", "type": FORMATS[fmt], "title": "Next page",
+                      "href": items + query_string({**keep, **f, "limit": str(query.limit),
+                                                    "offset": str(query.offset + query.limit)})})
+    if query.offset > 0:
+        prev = max(0, query.offset - query.limit)
+        links.append({"rel": "prev", "type": FORMATS[fmt], "title": "Previous page",
+                      "href": items + query_string({**keep, **f, "limit": str(query.limit),
+                                                    **({"offset": str(prev)} if prev else {})})})
+    return links
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+async def items(request: Request) -> Response:
+    """``GET /collections/{id}/items`` of a vector layer."""
+    runtime = runtime_of(request)
+    layer = await runtime.state["registry"].layer(request.path_params["collection"])
+    fmt = negotiate(request, FORMATS)
+    params = params_of(request)
+    web = runtime.web
+    query = parse_items(params, layer, Limits(web.default_items, web.max_items))
+    check_sortable(layer, query)
+    base, lang = client_base(request, runtime), language(request)
+    tag = etag("items", layer.id, layer.load_id, sorted(params.items()), fmt, base, lang)
+    if not_modified(request, tag):
+        return not_modified_response(tag, web.cache_max_age_s)
+    headers = {**cache_headers(tag, web.cache_max_age_s), "Content-Crs": f"<{query.crs.uri}>"}
+    if query.hits:
+        matched = await _hits(runtime, layer, query)
+        doc = {"type": "FeatureCollection", "features": [], "numberMatched": matched, "numberReturned": 0,
+               "links": _links(base, layer, params, fmt, query, matched, 0), "timeStamp": _now()}
+        if fmt == "html":
+            return await _html(runtime, base, lang, layer, doc, query, headers)
+        return Response(json_bytes(doc), media_type=GEOJSON, headers=headers)
+    if fmt == "json" and query.limit > STREAM_ABOVE:
+        return await _stream(runtime, base, layer, params, query, headers)
+    rows = await runtime.fresh(lambda: _page(runtime, layer, query))
+    matched = int(rows[0][0]) if rows else 0
+    returned = sum(int(r[1] or 0) for r in rows)
+    links = _links(base, layer, params, fmt, query, matched, returned)
+    body = b"".join((b'{"type":"FeatureCollection","features":[', b",".join(r[2] for r in rows if r[2]),
+                     b'],"numberMatched":', str(matched).encode(), b',"numberReturned":', str(returned).encode(),
+                     b',"links":', json_bytes(links), b',"timeStamp":"', _now().encode(), b'"}'))
+    if fmt == "html":
+        return await _html(runtime, base, lang, layer, json.loads(body), query, headers)
+    return Response(body, media_type=GEOJSON, headers=headers)
+
+
+async def _page(runtime: Runtime, layer: LayerMeta, query: ItemsQuery) -> list[tuple[Any, ...]]:
+    statement = page_statement(layer, query)
+    async with runtime.connection() as conn:
+        cur = conn.cursor()
+        cur.adapters.register_loader("text", RawText)
+        await cur.execute(statement.query, statement.params)
+        return await cur.fetchall()
+
+
+async def _hits(runtime: Runtime, layer: LayerMeta, query: ItemsQuery) -> int:
+    statement = hits_statement(layer, query)
+
+    async def run() -> int:
+        async with runtime.connection() as conn:
+            row = await (await conn.execute(statement.query, statement.params)).fetchone()
+            return int(row[0]) if row else 0
+
+    return await runtime.fresh(run)
+
+
+async def _stream(runtime: Runtime, base: str, layer: LayerMeta, params: dict[str, str], query: ItemsQuery,
+                  headers: dict[str, str]) -> Response:
+    """A large page, sent chunk by chunk while PostgreSQL produces it (the connection is held until the end)."""
+    statement = page_statement(layer, query)
+    stack = AsyncExitStack()
+    try:
+        conn = await stack.enter_async_context(runtime.connection())
+        cur = conn.cursor()
+        cur.adapters.register_loader("text", RawText)
+        rows = cast(AsyncGenerator[Any, None], cur.stream(statement.query, statement.params))
+        first = await anext(rows)
+    except BaseException as exc:
+        if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        returned = int(first[1] or 0)
+        try:
+            yield b'{"type":"FeatureCollection","features":[' + (first[2] or b"")
+            async for row in rows:
+                returned += int(row[1] or 0)
+                yield b"," + row[2]
+        finally:
+            await rows.aclose()
+            await stack.aclose()
+        matched = int(first[0])
+        links = _links(base, layer, params, "json", query, matched, returned)
+        yield b"".join((b'],"numberMatched":', str(matched).encode(), b',"numberReturned":', str(returned).encode(),
+                        b',"links":', json_bytes(links), b',"timeStamp":"', _now().encode(), b'"}'))
+
+    return StreamingResponse(body(), media_type=GEOJSON, headers=headers)
+
+
+async def _html(runtime: Runtime, base: str, lang: str, layer: LayerMeta, doc: dict[str, Any], query: ItemsQuery,
+                headers: dict[str, str]) -> Response:
+    record = layer.record
+    title = record.title("zh" if lang == "zh" else "en")
+    for link in doc["links"]:
+        if link["rel"] == "collection":
+            link["title"] = title
+    data = {**doc, "id": layer.id, "title": title, "description": record.abstract(lang) or "",
+            "keywords": record.keywords_zh if lang == "zh" and record.keywords_zh else record.keywords_en,
+            "collections_path": f"{base}/collections", "dataset_path": f"{base}/collections/{layer.id}",
+            "items_path": f"{base}/collections/{layer.id}/items", "offset": query.offset,
+            "id_field": layer.primary_key, "title_field": _title_field(layer, lang), "uri_field": None}
+    return await render(runtime, base, lang, "collections/items/index.html", data, _html_headers(headers))
+
+
+def _html_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k != "Content-Crs"}
+
+
+def _title_field(layer: LayerMeta, lang: str) -> str | None:
+    """A property that names features (``name_zh`` for Chinese pages when there is one), for HTML titles."""
+    names = list(layer.columns)
+    preferred = (["name_zh", "name_tc", "chinese_name"] if lang == "zh" else []) + [
+        "name_en", "name", "english_name", "title", "site", "lot_no", "label"]
+    return next((n for n in preferred if n in names), None)
+
+
+async def item(request: Request) -> Response:
+    """``GET /collections/{id}/items/{fid}`` of a vector layer."""
+    runtime = runtime_of(request)
+    layer = await runtime.state["registry"].layer(request.path_params["collection"])
+    fmt = negotiate(request, FORMATS)
+    params = params_of(request)
+    query = parse_item(params, layer)
+    fid = str(request.path_params["fid"])
+    key = feature_key(layer, fid)
+    if key is None:
+        raise FeatureNotFoundError(f"no feature {fid[:80]!r} in {layer.id}")
+    base, lang = client_base(request, runtime), language(request)
+    tag = etag("item", layer.id, layer.load_id, fid, sorted(params.items()), fmt, base, lang)
+    if not_modified(request, tag):
+        return not_modified_response(tag, runtime.web.cache_max_age_s)
+    statement = item_statement(layer, key, query)
+
+    async def run() -> bytes | None:
+        async with runtime.connection() as conn:
+            cur = conn.cursor()
+            cur.adapters.register_loader("text", RawText)
+            await cur.execute(statement.query, statement.params)
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+    feature = await runtime.fresh(run)
+    if feature is None:
+        raise FeatureNotFoundError(f"no feature {fid[:80]!r} in {layer.id}")
+    here = f"{base}/collections/{layer.id}/items/{request.path_params['fid']}"
+    extra = query_string({k: v for k, v in params.items() if k != "f"})
+    links = [
+        {"rel": "self" if fmt == "json" else "alternate", "type": GEOJSON, "title": "This feature as GeoJSON",
+         "href": here + (extra + "&" if extra else "?") + "f=json"},
+        {"rel": "self" if fmt == "html" else "alternate", "type": HTML, "title": "This feature as HTML",
+         "href": here + (extra + "&" if extra else "?") + "f=html"},
+        {"rel": "collection", "type": JSON, "title": layer.record.title_en,
+         "href": f"{base}/collections/{layer.id}"},
+    ]
+    body = feature[:-1] + b',"links":' + json_bytes(links) + b"}"
+    headers = {**cache_headers(tag, runtime.web.cache_max_age_s), "Content-Crs": f"<{query.crs.uri}>"}
+    if fmt == "html":
+        doc = json.loads(body)
+        title_field = _title_field(layer, lang)
+        title = (doc["properties"] or {}).get(title_field) if title_field else None
+        data = {**doc, "title": str(title) if title not in (None, "") else str(doc["id"]),
+                "collections_path": f"{base}/collections", "dataset_path": f"{base}/collections/{layer.id}",
+                "items_path": f"{base}/collections/{layer.id}/items", "id_field": layer.primary_key,
+                "title_field": title_field, "uri_field": None, "collection_title": layer.record.title(lang)}
+        return await render(runtime, base, lang, "collections/items/item.html", data, _html_headers(headers))
+    return Response(body, media_type=GEOJSON, headers=headers)

@@ -1,0 +1,130 @@
+"""One runtime per web worker: settings read once, the read-only role's URL, one bounded connection pool.
+
+Built in the app's lifespan (:func:`open_runtime`) and reached by every route as ``request.app.state.runtime``;
+every database access of the web layer goes through :meth:`Runtime.connection`. pygeoapi's providers run in
+worker threads and reach the same pool through :meth:`Runtime.run_sync`.
+
+Each connection runs with ``statement_timeout`` (``SDI_STATEMENT_TIMEOUT_MS``), ``plan_cache_mode =
+force_custom_plan`` (psycopg prepares a statement after 5 runs and PostgreSQL would switch it to a generic
+plan after 5 more, in which the bbox is an unknown parameter: re-transformed for every row and never used to
+estimate selectivity), no parallel workers (their start-up costs more than they save on API queries) and no
+JIT compilation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.adapt import Loader
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from sdi.errors import DatabaseUnavailableError, LayerNotFoundError, QueryError, ServiceBusyError
+from sdi.query.sqlerrors import client_reason
+from sdi.settings import Settings
+from sdi.web.settings import WebSettings
+
+LOGGER = logging.getLogger("sdi.web")
+T = TypeVar("T")
+
+
+class RawText(Loader):
+    """Load ``text`` results as the bytes PostgreSQL sent (UTF-8), without decoding them."""
+
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+class StaleLayer(Exception):
+    """A layer's table or columns changed since the registry read them (a reload or drop)."""
+
+
+@dataclass
+class Runtime:
+    """Everything a worker's routes share; see the module docstring."""
+
+    settings: Settings
+    web: WebSettings
+    pool: AsyncConnectionPool
+    loop: asyncio.AbstractEventLoop
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Runtime:
+        return self  # shared, not data: pygeoapi deep-copies its configuration, which references the runtime
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; pool exhaustion, an unreachable database and timeouts become 503 errors."""
+        try:
+            async with self.pool.connection(timeout=self.web.pool_timeout_s) as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise ServiceBusyError("the database is busy or unreachable; retry shortly") from exc
+        except pg_errors.QueryCanceled as exc:
+            raise ServiceBusyError(f"the request took longer than {self.web.statement_timeout_ms / 1000:g} s; "
+                                   "narrow it (bbox, filter, limit) or retry later") from exc
+        except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn) as exc:
+            raise StaleLayer() from exc
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
+        except (psycopg.DataError, psycopg.ProgrammingError, psycopg.InternalError) as exc:
+            reason = client_reason(exc.sqlstate)
+            if reason is None:
+                LOGGER.error("query failed (SQLSTATE %s): %s", exc.sqlstate,
+                             str(exc).splitlines()[0] if str(exc) else "")
+            raise QueryError(f"the query cannot run: {reason or f'SQLSTATE {exc.sqlstate}'}") from exc
+
+    async def fresh(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work``; when a layer changed under it, re-read the catalogue and run it once more."""
+        registry = self.state["registry"]
+        try:
+            return await work()
+        except StaleLayer:
+            await registry.refresh(force=True)
+        try:
+            return await work()
+        except StaleLayer as exc:
+            raise LayerNotFoundError("the collection changed during the request; retry") from exc
+
+    async def fetch_dicts(self, query: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Rows of one statement as dicts."""
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, params)
+            return list(await cur.fetchall())
+
+    def fetcher(self) -> Callable[[Any, dict[str, Any]], list[dict[str, Any]]]:
+        """A synchronous ``fetch(query, params)`` over the pool, for code running in worker threads."""
+        return lambda query, params: self.run_sync(self.fetch_dicts(query, params))
+
+    def run_sync(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coroutine`` on the worker's event loop from another thread (pygeoapi's providers) and wait."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout or (self.web.statement_timeout_ms / 1000 + self.web.pool_timeout_s + 5))
+
+
+def connection_options(web: WebSettings) -> str:
+    """libpq ``options`` for the API's connections (see the module docstring)."""
+    settings = {"statement_timeout": web.statement_timeout_ms, "plan_cache_mode": "force_custom_plan",
+                "max_parallel_workers_per_gather": 0, "jit": "off",
+                "idle_in_transaction_session_timeout": max(web.statement_timeout_ms, 10_000)}
+    return " ".join(f"-c {k}={v}" for k, v in settings.items())
+
+
+async def open_pool(url: str, settings: Settings, web: WebSettings) -> AsyncConnectionPool:
+    """The worker's pool: opened without waiting, so a worker starts even while the database is away."""
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        url, min_size=web.pool_min, max_size=max(web.pool_max, web.pool_min), timeout=web.pool_timeout_s,
+        open=False, name="sdi-api",
+        kwargs={"autocommit": True, "connect_timeout": settings.connect_timeout,
+                "options": connection_options(web), "keepalives": 1, "keepalives_idle": 10,
+                "keepalives_interval": 5, "keepalives_count": 3})
+    await pool.open(wait=False)
+    return pool

@@ -1,0 +1,181 @@
+"""Headless Chromium for the page tests: find it, load a page (``--dump-dom``), or drive it in real time.
+
+Every host but 127.0.0.1 is unresolvable in the browser (``--host-resolver-rules``) and ``--log-net-log``
+records every request the pages made, so that a request to another host shows even though it cannot succeed.
+The one-shot loader (:func:`browse`), the net log reader (:func:`requested_urls`), the flags and the HTML asset
+helpers are those of tests/publishing/test_pages.py, imported, not copied; this module adds :class:`DevTools`,
+a browser driven through the DevTools protocol over a pipe, for pages that draw on animation frames (which
+``--virtual-time-budget`` hardly advances), such as the OpenLayers tiles preview.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lxml.html
+import pytest
+from PIL import Image
+
+from tests.publishing.test_pages import CHROMIUM_FLAGS, browse, external, loaded_urls, requested_urls
+
+__all__ = ["CHROMIUM_FLAGS", "DevTools", "Response", "browse", "external", "find_chromium", "inline_scripts",
+           "loaded_urls", "requested_urls"]
+
+WINDOW = (1280, 2000)  #: the DevTools browser's window: tall enough that a sticky footer does not cover a map
+
+
+def find_chromium(what: str) -> str:
+    """The Chromium executable; else skip the test (fail it when ``CI=true``), saying which tests need it."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    reason = (f"headless Chromium is not installed (as root: apt-get install -y chromium; scripts/setup.sh does "
+              f"this); {what} cannot run")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def inline_scripts(doc: lxml.html.HtmlElement) -> list[str]:
+    """The text of every inline ``<script>`` of a page."""
+    return [script.text_content() for script in doc.xpath("//script[not(@src)]")]
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP response a page received (``status`` 0: the request failed, ``error`` says why)."""
+
+    url: str
+    status: int
+    error: str = ""
+
+
+class DevTools:
+    """Headless Chromium driven through the DevTools protocol over a pipe, in real time.
+
+    With ``--remote-debugging-pipe`` the browser reads NUL-terminated JSON commands on its fd 3 and writes
+    answers and events on its fd 4 (set up by ``bash``: ``sh`` takes one-digit fd numbers only). Events are
+    read while a command waits for its answer: uncaught JavaScript errors go to :attr:`exceptions`, the
+    pages' HTTP responses and failed requests to :attr:`responses`. The net log is complete once the browser
+    has closed: :meth:`close` gives the URLs the pages requested.
+    """
+
+    def __init__(self, chromium: str, tmp_path: Path, window: tuple[int, int] = WINDOW) -> None:
+        stamp = time.monotonic_ns()
+        self.window = window
+        self.netlog = tmp_path / f"netlog-{stamp}.json"
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / f'profile-{stamp}'}",
+                   f"--log-net-log={self.netlog}", "--net-log-capture-mode=Default",
+                   "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", f"--window-size={window[0]},{window[1]}",
+                   "--force-device-scale-factor=1", "--remote-debugging-pipe", "about:blank"]
+        browser_in, self._to_browser = os.pipe()
+        self._from_browser, browser_out = os.pipe()
+        with (tmp_path / f"chromium-{stamp}.log").open("wb") as log:
+            shell = f'exec "$@" 3<&{browser_in} 4>&{browser_out}'  # the pipes' ends as the browser's fds 3 and 4
+            self.proc = subprocess.Popen(["bash", "-c", shell, "bash", *command], pass_fds=(browser_in, browser_out),
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        os.close(browser_in)
+        os.close(browser_out)
+        self._buffer = b""
+        self._last_id = 0
+        self._requests: dict[str, str] = {}  # request id → URL
+        self.exceptions: list[str] = []  #: uncaught JavaScript errors of the pages
+        self.responses: list[Response] = []  #: every response the pages received, and every failed request
+
+    def _note(self, event: dict[str, Any]) -> None:
+        method, params = event.get("method"), event.get("params") or {}
+        if method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            self.exceptions.append(str(details.get("exception", {}).get("description") or details.get("text")))
+        elif method == "Network.requestWillBeSent":
+            self._requests[params["requestId"]] = params["request"]["url"]
+        elif method == "Network.responseReceived":
+            self.responses.append(Response(params["response"]["url"], int(params["response"]["status"])))
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            url = self._requests.get(params["requestId"], "?")
+            self.responses.append(Response(url, 0, str(params.get("errorText") or params.get("blockedReason"))))
+
+    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
+             timeout: float = 30) -> dict[str, Any]:
+        """Send a command and wait for its answer (noting the events that come before it)."""
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" not in self._buffer:
+                ready, _, _ = select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    pytest.fail(f"chromium did not answer {method} within {timeout} s")
+                chunk = os.read(self._from_browser, 1 << 16)
+                if not chunk:
+                    pytest.fail(f"chromium closed the DevTools pipe during {method}")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            answer = json.loads(raw)
+            self._note(answer)
+            if answer.get("id") == self._last_id:
+                assert "error" not in answer, f"{method}: {answer['error']}"
+                return dict(answer.get("result", {}))
+
+    def open(self, url: str) -> str:
+        """A new tab loading ``url`` (its network and errors watched); its session id."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = str(self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"])
+        for domain in ("Runtime", "Page", "Network"):
+            self.call(f"{domain}.enable", session=session)
+        self.call("Page.navigate", {"url": url}, session=session)
+        return session
+
+    def evaluate(self, session: str, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True},
+                           session=session)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def wait_for(self, session: str, expression: str, timeout: float = 45) -> Any:
+        """Poll ``expression`` until it is truthy; its value."""
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(session, expression)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"still false after {timeout} s: {expression} (page errors: {self.exceptions})")
+            time.sleep(0.2)
+        return value
+
+    def screenshot(self, session: str, x: float, y: float, width: float, height: float) -> Image.Image:
+        """The page's pixels in a rectangle of CSS pixels, inside the window (capturing beyond it would resize
+        the page, and a map would draw again)."""
+        assert x + width <= self.window[0] and y + height <= self.window[1], "the rectangle is not inside the window"
+        clip = {"x": x, "y": y, "width": width, "height": height, "scale": 1}
+        shot = self.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": False},
+                         session=session)
+        return Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
+
+    def close(self) -> list[str]:
+        """Close the browser (bounded waits); every URL the pages requested, from the net log."""
+        with contextlib.suppress(OSError):  # no answer awaited: the browser closes the pipe as it exits
+            os.write(self._to_browser, b'{"id": 0, "method": "Browser.close"}\0')
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group this object started (start_new_session=True)
+        self.proc.wait(timeout=10)
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        return requested_urls(self.netlog)
