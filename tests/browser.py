@@ -14,6 +14,7 @@ import base64
 import contextlib
 import io
 import json
+import math
 import os
 import select
 import shutil
@@ -25,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import lxml.html
+import numpy as np
 import pytest
 from PIL import Image
 
 from tests.publishing.test_pages import CHROMIUM_FLAGS, browse, external, loaded_urls, requested_urls
 
-__all__ = ["CHROMIUM_FLAGS", "DevTools", "Response", "browse", "external", "find_chromium", "inline_scripts",
-           "loaded_urls", "requested_urls"]
+__all__ = ["CHROMIUM_FLAGS", "DevTools", "Response", "browse", "colour_near", "external", "find_chromium",
+           "inline_scripts", "loaded_urls", "requested_urls", "text_of"]
 
 WINDOW = (1280, 2000)  #: the DevTools browser's window: tall enough that a sticky footer does not cover a map
 
@@ -47,6 +49,24 @@ def find_chromium(what: str) -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def text_of(doc: lxml.html.HtmlElement, xpath: str) -> str:
+    """The text of the elements ``xpath`` selects, whitespace collapsed, joined by spaces."""
+    return " ".join(" ".join(el.text_content().split()) for el in doc.xpath(xpath))
+
+
+def colour_near(image: Image.Image, pixel: tuple[float, float], rgb: tuple[int, int, int],
+                radius: int = 12) -> tuple[float, float, int]:
+    """Centroid (x, y) and count of the pixels of colour ``rgb`` (give or take 24 in all) within ``radius`` of
+    ``pixel`` in a screenshot: where a marker of that colour was drawn, to a fraction of a pixel."""
+    pixels = np.asarray(image.convert("RGB"), dtype=int)
+    x0, y0 = max(0, round(pixel[0]) - radius), max(0, round(pixel[1]) - radius)
+    window = pixels[y0:round(pixel[1]) + radius + 1, x0:round(pixel[0]) + radius + 1]
+    ys, xs = np.nonzero(np.abs(window - np.array(rgb)).sum(axis=2) < 24)
+    if not len(xs):
+        return math.nan, math.nan, 0
+    return float(x0 + xs.mean() + 0.5), float(y0 + ys.mean() + 0.5), len(xs)
 
 
 def inline_scripts(doc: lxml.html.HtmlElement) -> list[str]:

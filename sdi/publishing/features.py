@@ -23,7 +23,6 @@ import os
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from pygeoapi.provider.base import (
     BaseProvider,
     ProviderConnectionError,
@@ -33,7 +32,7 @@ from pygeoapi.provider.base import (
 
 from sdi.crs import CRS84_URI, STORAGE_CRS_URI, uri_crs
 from sdi.errors import QueryError, SdiError
-from sdi.query.layer import LAYER_COLUMNS, LayerMeta
+from sdi.query.layer import LayerMeta
 from sdi.query.params import Box, ItemQuery, ItemsQuery, SortKey, feature_key, parse_datetime
 from sdi.query.statements import Statement, item_statement, page_statement
 
@@ -56,23 +55,22 @@ class SdiFeatureProvider(BaseProvider):
             if self.runtime is not None:
                 found = self.runtime.state["registry"].snapshot.layers.get(self.table)
             else:
-                rows = self._rows(Statement(f"select {LAYER_COLUMNS} from sdi.layer where id = %(id)s",  # type: ignore[arg-type]
-                                            {"id": self.table}), dicts=True)
-                found = LayerMeta.from_row(rows[0]) if rows else None
+                try:
+                    with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                        found = LayerMeta.read(conn, self.table)
+                except psycopg.OperationalError as exc:
+                    raise ProviderConnectionError(user_msg="the feature database is unreachable") from exc
             if not isinstance(found, LayerMeta):
                 raise ProviderConnectionError(user_msg=f"layer {self.table!r} is not loaded")
             self._layer = found
         return self._layer
 
-    def _rows(self, statement: Statement, dicts: bool = False) -> list[Any]:
+    def _rows(self, statement: Statement) -> list[Any]:
         try:
             if self.runtime is not None:
-                if dicts:
-                    return list(self.runtime.run_sync(self.runtime.fetch_dicts(statement.query, statement.params)))
                 return list(self.runtime.run_sync(self._fetch_pooled(statement)))
             with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-                cur = conn.cursor(row_factory=dict_row) if dicts else conn.cursor()
-                return list(cur.execute(statement.query, statement.params).fetchall())
+                return list(conn.execute(statement.query, statement.params).fetchall())
         except QueryError as exc:
             raise ProviderInvalidQueryError(user_msg=str(exc)) from exc
         except (SdiError, psycopg.OperationalError) as exc:

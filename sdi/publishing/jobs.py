@@ -61,8 +61,7 @@ class SdiJobManager(BaseManager):
         self.id_field = "identifier"
         self.supports_subscribing = False
         self.runtime = manager_def.get("runtime")
-        connection = manager_def.get("connection") or "env"
-        self.settings = Settings() if connection == "env" else Settings(database_url=str(connection))
+        self.connection = str(manager_def.get("connection") or "env")
         if self.output_dir is None:
             raise ConfigError("server.manager.output_dir: a folder for job results is required")
         try:
@@ -74,7 +73,8 @@ class SdiJobManager(BaseManager):
         """Rows of one statement: on the web worker's pool when served by sdi, else on a connection of its own."""
         if self.runtime is not None:
             return list(self.runtime.fetcher()(query, params))
-        with connect(self.settings, autocommit=True) as conn:
+        settings = Settings() if self.connection == "env" else Settings(database_url=self.connection)
+        with connect(settings, autocommit=True) as conn:
             return fetcher(conn)(query, params)
 
     def get_jobs(self, status: JobStatus | None = None, limit: int | None = None,

@@ -26,7 +26,6 @@ import logging
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from pygeoapi.models.provider.base import LinkType, TileMatrixSetEnumType, TileSetMetadata
 from pygeoapi.models.provider.mvt import MVTTilesJson, VectorLayers
 from pygeoapi.provider.base import ProviderConnectionError, ProviderInvalidQueryError, ProviderQueryError
@@ -36,7 +35,7 @@ from pygeoapi.util import url_join
 
 from sdi.db import connect
 from sdi.errors import DatabaseUnavailableError, FeatureNotFoundError, QueryError, ServiceBusyError
-from sdi.query.layer import LAYER_COLUMNS, LayerMeta
+from sdi.query.layer import LayerMeta
 from sdi.query.tms import BUFFER, EXTENT, grid, grids, tile_index, tile_statement
 from sdi.settings import Settings
 
@@ -69,12 +68,16 @@ class SdiMVTProvider(BaseMVTProvider):
         options.setdefault("schemes", list(grids()))
         self.bounds: list[float] | None = options.get("bounds")
         data = self.data
-        self._settings = Settings() if data in (None, "", "env") else Settings(database_url=str(data))
+        self._data = None if data in (None, "", "env") else str(data)
         self._service_url = ""
         self._service_metadata_url = ""
 
     def __repr__(self) -> str:
         return f"<SdiMVTProvider> layers.{self.table}"
+
+    def _connection_settings(self) -> Settings:
+        """Settings naming the database, read when a tile is made outside ``sdi serve`` (not per request)."""
+        return Settings() if self._data is None else Settings(database_url=self._data)
 
     # -- pygeoapi interface -------------------------------------------------------------------------
 
@@ -108,12 +111,10 @@ class SdiMVTProvider(BaseMVTProvider):
             found = self.runtime.state["registry"].snapshot.layers.get(self.table)
         else:
             try:
-                with connect(self._settings) as conn:
-                    row = conn.cursor(row_factory=dict_row).execute(
-                        f"select {LAYER_COLUMNS} from sdi.layer where id = %s", (self.table,)).fetchone()
+                with connect(self._connection_settings()) as conn:
+                    found = LayerMeta.read(conn, self.table)
             except DatabaseUnavailableError as exc:
                 raise ProviderConnectionError(str(exc)) from exc
-            found = LayerMeta.from_row(row) if row else None
         if not isinstance(found, LayerMeta):
             raise ProviderQueryError(f"table layers.{self.table} is not a loaded vector layer")
         return found
@@ -151,7 +152,7 @@ class SdiMVTProvider(BaseMVTProvider):
             if self.runtime is not None:
                 row = self.runtime.run_sync(self._pooled(statement, params))
             else:
-                with connect(self._settings) as conn:
+                with connect(self._connection_settings()) as conn:
                     row = conn.execute(statement, params, binary=True).fetchone()
         except (DatabaseUnavailableError, ServiceBusyError) as exc:
             raise ProviderConnectionError(str(exc)) from exc

@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
+
 from sdi.catalogue.models import CatalogueRecord
 from sdi.catalogue.search import RECORD_COLUMNS
 
@@ -82,6 +85,14 @@ class LayerMeta:
                    if f.get("name") and f["name"] != GEOMETRY_COLUMN}
         time_field = next((n for n, t in columns.items() if t.lower() in TIME_TYPES), None)
         return cls(record, str(row["primary_key"]), int(row["load_id"]), columns, time_field)
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection, layer_id: str) -> LayerMeta | None:
+        """The vector layer ``layer_id`` from ``sdi.layer`` over a synchronous connection (``None``: none)."""
+        row = conn.cursor(row_factory=dict_row).execute(f"select {LAYER_COLUMNS} from sdi.layer where id = %s",
+                                                        (layer_id,)).fetchone()
+        found = cls.from_row(row) if row else None
+        return found if isinstance(found, LayerMeta) else None
 
     def schema(self) -> dict[str, dict[str, str]]:
         """Property name → JSON Schema type, in table order."""

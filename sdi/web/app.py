@@ -66,7 +66,7 @@ def _reader(settings: Settings, web: WebSettings) -> str:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Build the worker's runtime; close its pool and background task at shutdown."""
-    settings, web = Settings(), WebSettings()
+    settings, web = Settings(), app.state.web
     from starlette.concurrency import run_in_threadpool
 
     url = await run_in_threadpool(_reader, settings, web)
@@ -142,9 +142,15 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app() -> Starlette:
-    """The API application; settings are read, and the database reached, in its lifespan (per worker)."""
-    web = WebSettings()
+def create_app(web: WebSettings | None = None) -> Starlette:
+    """The API application (per worker); the database is reached in its lifespan.
+
+    Parameters
+    ----------
+    web
+        The web settings (default: read from ``SDI_*`` once, here).
+    """
+    web = web or WebSettings()
     middleware = [Middleware(CompressionMiddleware)]
     if web.cors_origins:
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(web.cors_origins),
@@ -153,4 +159,5 @@ def create_app() -> Starlette:
     app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan,
                     exception_handlers={SdiError: sdi_error, HTTPException: _http_error, Exception: _server_error})
     app.router.redirect_slashes = False
+    app.state.web = web
     return app

@@ -16,9 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-from sdi.query.layer import LAYER_COLUMNS, LayerMeta
+from sdi.query.layer import LayerMeta
 from sdi.query.params import Limits, parse_item, parse_items
 from sdi.query.statements import hits_statement, item_statement, page_statement
 from sdi.query.tms import grid, tile_statement
@@ -40,10 +39,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _layer(conn: psycopg.Connection, layer_id: str) -> LayerMeta:
-    row = conn.cursor(row_factory=dict_row).execute(f"select {LAYER_COLUMNS} from sdi.layer where id = %s",
-                                                    (layer_id,)).fetchone()
-    meta = LayerMeta.from_row(row)  # type: ignore[arg-type]
-    assert isinstance(meta, LayerMeta)
+    meta = LayerMeta.read(conn, layer_id)
+    assert meta is not None, layer_id
     return meta
 
 

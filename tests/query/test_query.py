@@ -9,10 +9,9 @@ from typing import Any
 import psycopg
 import pyproj
 import pytest
-from psycopg.rows import dict_row
 
 from sdi.errors import CrsError, QueryError
-from sdi.query.layer import LAYER_COLUMNS, LayerMeta
+from sdi.query.layer import LayerMeta
 from sdi.query.params import Limits, feature_key, parse_item, parse_items
 from sdi.query.statements import hits_statement, item_statement, page_statement
 from tests.conftest import DATA, loaded_database
@@ -38,11 +37,8 @@ def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[psycopg.Connectio
 
 
 def layer(conn: psycopg.Connection, layer_id: str) -> LayerMeta:
-    row = conn.cursor(row_factory=dict_row).execute(f"select {LAYER_COLUMNS} from sdi.layer where id = %s",
-                                                    (layer_id,)).fetchone()
-    assert row is not None
-    meta = LayerMeta.from_row(row)
-    assert isinstance(meta, LayerMeta)
+    meta = LayerMeta.read(conn, layer_id)
+    assert meta is not None, layer_id
     return meta
 
 

@@ -10,9 +10,8 @@ import morecantile
 import psycopg
 import pytest
 import shapely.geometry
-from psycopg.rows import dict_row
 
-from sdi.query.layer import LAYER_COLUMNS, LayerMeta
+from sdi.query.layer import LayerMeta
 from sdi.query.tms import EXTENT, affine_to_grid, grid, tile_statement
 from tests.conftest import loaded_database
 
@@ -29,10 +28,8 @@ def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[psycopg.Connectio
 
 
 def _layer(conn: psycopg.Connection, layer_id: str) -> LayerMeta:
-    row = conn.cursor(row_factory=dict_row).execute(f"select {LAYER_COLUMNS} from sdi.layer where id = %s",
-                                                    (layer_id,)).fetchone()
-    meta = LayerMeta.from_row(row)  # type: ignore[arg-type]
-    assert isinstance(meta, LayerMeta)
+    meta = LayerMeta.read(conn, layer_id)
+    assert meta is not None, layer_id
     return meta
 
 

@@ -4,6 +4,7 @@ server metadata ship inside the package."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,10 @@ pytestmark = pytest.mark.db
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project built as a wheel and installed (without dependencies) into a folder of its own."""
     wheels, site = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("site")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+    source = tmp_path_factory.mktemp("source") / "hk-sdi"  # a copy: building writes build/ and *.egg-info
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "data", "benchmarks", "notebooks", "tests", ".*cache"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("hk_sdi-*.whl")

@@ -1,5 +1,0 @@
-"""``python -m sdi.cli``."""
-
-from sdi.cli import main
-
-main()

@@ -1,1 +1,0 @@
-"""sdi's web layer: the OGC API application (:mod:`sdi.web.app`), its per-worker runtime and its routes."""
