@@ -2,18 +2,28 @@
 
 One transaction does it all: create a staging table, COPY the rows in (binary, geometries as EWKB;
 each chunk reprojected and encoded on a worker thread while the previous one is sent),
-add the primary key and GiST index, ANALYZE, drop the live table, rename the staging table into its
-place, and record the load-history and layer rows. Readers see the previous version until the
+add the primary key and GiST index, ANALYZE, record the load-history and layer rows, drop the live
+table and rename the staging table into its place. Readers see the previous version until the
 commit; a load that fails or is killed at any moment rolls back and leaves it intact.
+
+The swap needs an ACCESS EXCLUSIVE lock on the live table, and a waiting lock request blocks every
+reader that comes after it. So the swap (catalogue rows, drop, rename: milliseconds of work) runs in
+a savepoint with a short ``lock_timeout`` (``SDI_SWAP_LOCK_TIMEOUT_MS``): if a long read holds the
+table, the savepoint is rolled back (releasing every lock it took), the loader sleeps with backoff,
+holding nothing a reader needs, and tries again, until ``SDI_SWAP_DEADLINE_S``; then the load fails
+as busy. Readers are delayed by at most one lock timeout per try.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import random
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import shapely
@@ -24,12 +34,15 @@ from loaders.layer import NormalisedLayer
 from loaders.report import LoadReport
 from sdi.catalogue.store import refresh_record, temporal_extent
 from sdi.crs import HK_GRID
-from sdi.errors import LayerNotFoundError
+from sdi.errors import LayerNotFoundError, LoadInterruptedError
 from sdi.layerdef import LayerDefinition
 from sdi.settings import Settings
 
 SCHEMA = "layers"
 Progress = Callable[[int, int], None]
+#: Sleep between swap tries: starts at the first value, doubles up to the second (seconds), with jitter.
+SWAP_BACKOFF = (0.1, 2.0)
+T = TypeVar("T")
 
 
 def _name(base: str, suffix: str) -> str:
@@ -117,21 +130,69 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
         conn.execute(sql.SQL("create index {} on {} using gist (geom)").format(
             sql.Identifier(_name(stage, "geom_idx")), stage_ident))
         conn.execute(sql.SQL("analyze {}").format(stage_ident))
-        conn.execute(sql.SQL("drop table if exists {}").format(ident))
-        conn.execute(sql.SQL("alter table {} rename to {}").format(stage_ident, sql.Identifier(table)))
-        conn.execute(sql.SQL("alter index {} rename to {}").format(
-            sql.Identifier(SCHEMA, _name(stage, "pkey")), sql.Identifier(_name(table, "pkey"))))
-        conn.execute(sql.SQL("alter index {} rename to {}").format(
-            sql.Identifier(SCHEMA, _name(stage, "geom_idx")), sql.Identifier(_name(table, "geom_idx"))))
         conn.execute(sql.SQL("comment on table {} is {}").format(
-            ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
+            stage_ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
         report.features_written = written
-        load_id = _record(conn, definition, layer, report, started_at, loader_version, extent)
         dates = [f.name for f in layer.fields if f.type in ("date", "timestamp", "timestamptz")]
-        refresh_record(conn, definition, kind="vector", public_url=settings.public_url, bounds=extent,
-                       lineage=lineage(report, load_id, loader_version, started_at),
-                       temporal=temporal_extent(conn, table, dates))
+        temporal = temporal_extent(conn, stage, dates)  # a scan: done before the swap, on the staging table
+
+        def swap() -> int:
+            """Catalogue rows, then drop the live table and rename the staging table into its place."""
+            load_id = _record(conn, definition, layer, report, started_at, loader_version, extent)
+            refresh_record(conn, definition, kind="vector", public_url=settings.public_url, bounds=extent,
+                           lineage=lineage(report, load_id, loader_version, started_at), temporal=temporal)
+            conn.execute(sql.SQL("drop table if exists {}").format(ident))
+            conn.execute(sql.SQL("alter table {} rename to {}").format(stage_ident, sql.Identifier(table)))
+            conn.execute(sql.SQL("alter index {} rename to {}").format(
+                sql.Identifier(SCHEMA, _name(stage, "pkey")), sql.Identifier(_name(table, "pkey"))))
+            conn.execute(sql.SQL("alter index {} rename to {}").format(
+                sql.Identifier(SCHEMA, _name(stage, "geom_idx")), sql.Identifier(_name(table, "geom_idx"))))
+            return load_id
+
+        load_id = _swap_in(conn, table, settings, swap, report=report)
     return load_id
+
+
+def _swap_in(conn: psycopg.Connection, table: str, settings: Settings, swap: Callable[[], T], *,
+             report: LoadReport | None = None, outcome: str = "the reload was not swapped in") -> T:
+    """Run ``swap`` in a savepoint with a short ``lock_timeout``, retrying until the swap deadline.
+
+    Every lock ``swap`` takes (the live table's ACCESS EXCLUSIVE, ``sdi.layer`` row locks) waits at
+    most ``settings.swap_lock_timeout_ms``; a timed-out try is rolled back to the savepoint, which
+    releases all of them, so between tries nothing this transaction holds delays a reader of the
+    layer. Call inside the transaction, after its heavy work. A wait is noted in ``report``.
+
+    Raises
+    ------
+    LoadInterruptedError
+        When readers held the layer past ``settings.swap_deadline_s`` (the message ends with
+        ``outcome``); the transaction is then rolled back by the caller and the previous version stays.
+    """
+    conn.execute("select set_config('lock_timeout', %s, true)", (f"{settings.swap_lock_timeout_ms}ms",))
+    began = time.monotonic()
+    deadline = began + settings.swap_deadline_s
+    pause, tries = SWAP_BACKOFF[0], 0
+    while True:
+        tries += 1
+        note = None
+        if tries > 1 and report is not None:  # say so in the report (and in the load-history row the swap writes)
+            waited = time.monotonic() - began
+            note = f"the swap waited {waited:.1f} s ({tries - 1} tries timed out) for readers of {SCHEMA}.{table}"
+            report.note(note)
+        try:
+            with conn.transaction():
+                return swap()
+        except psycopg.errors.LockNotAvailable:
+            if note and report is not None:
+                report.notes.remove(note)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LoadInterruptedError(
+                    f"layer {table!r} is busy: readers held {SCHEMA}.{table} for more than"
+                    f" {settings.swap_deadline_s:g} s (SDI_SWAP_DEADLINE_S), so {outcome} ({tries} tries);"
+                    " the layer is unchanged, retry later") from None
+            time.sleep(min(left, pause * random.uniform(0.5, 1.0)))
+            pause = min(pause * 2, SWAP_BACKOFF[1])
 
 
 def lineage(report: LoadReport, load_id: int, loader_version: str, started_at: dt.datetime) -> dict[str, object]:
@@ -190,12 +251,15 @@ def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: Normal
 def drop_layer(conn: psycopg.Connection, layer_id: str, settings: Settings) -> str:
     """Remove a published layer in one transaction: its table (or COG file) and its catalogue record.
 
-    Load history is kept. Returns what was removed, for messages.
+    Load history is kept. Returns what was removed, for messages. The drop waits for long reads of
+    the table like a reload's swap does (short lock timeouts, retried until ``SDI_SWAP_DEADLINE_S``).
 
     Raises
     ------
     LayerNotFoundError
         When no layer ``layer_id`` is loaded.
+    LoadInterruptedError
+        When readers held the table past the swap deadline; nothing is removed.
     """
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"sdi.load.{layer_id}",))
@@ -206,8 +270,12 @@ def drop_layer(conn: psycopg.Connection, layer_id: str, settings: Settings) -> s
         owner = conn.execute("select 1 from pg_roles where rolname = %s", (settings.owner_role,)).fetchone()
         if owner:
             conn.execute(sql.SQL("set local role {}").format(sql.Identifier(settings.owner_role)))
-        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, layer_id)))
-        conn.execute("delete from sdi.layer where id = %s", (layer_id,))
+
+        def remove() -> None:
+            conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, layer_id)))
+            conn.execute("delete from sdi.layer where id = %s", (layer_id,))
+
+        _swap_in(conn, layer_id, settings, remove, outcome="it was not dropped")
         if kind == "raster" and file_path:
             target = settings.data_dir / file_path
             target.unlink(missing_ok=True)

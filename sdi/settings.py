@@ -33,3 +33,15 @@ class Settings(BaseSettings):
                                                      "each request's own (Host and trusted X-Forwarded-* headers).")
     connect_timeout: int = Field(5, ge=1, description="Seconds to wait for the database to answer.")
     copy_chunk_rows: int = Field(50_000, ge=1, description="Rows per COPY chunk (and progress step).")
+    swap_lock_timeout_ms: int = Field(250, ge=1, description="Longest wait, per try, for the lock that swaps a "
+                                      "reloaded table in; readers of the layer wait at most this long per try.")
+    swap_deadline_s: float = Field(120.0, gt=0, description="Seconds a reload keeps retrying the swap while readers "
+                                                            "hold the layer before it fails as busy.")
+    max_member_bytes: int = Field(256 * 1024**2, ge=1, description="Largest uncompressed size, in bytes, of one "
+                                  "member of a zip or KMZ source (a bigger member is refused before it is read).")
+    max_unzipped_bytes: int = Field(4 * 1024**3, ge=1, description="Largest total uncompressed size, in bytes, of "
+                                    "one zipped source, counted across every nested archive.")
+    max_archive_depth: int = Field(3, ge=1, description="Deepest nesting of archives in a source (a zip is 1, a zip "
+                                   "or KMZ inside it 2, ...); deeper archives are refused.")
+    max_table_columns: int = Field(2_000, ge=1, description="Most columns a CSV/TSV/TXT or xlsx table may have; a "
+                                   "wider header is refused before the table is parsed.")

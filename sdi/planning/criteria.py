@@ -26,7 +26,10 @@ from sdi.yamlfile import read_yaml
 DEFAULT_CRITERIA = Path(__file__).resolve().parent / "criteria" / "data_centre.yml"
 
 Number = Annotated[float, Field(strict=True)]  # an int or a float; never a string or a bool
-Id = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+Id = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+#: Bounds on a criteria document, so that one model cannot make unbounded work (each test is a query).
+MAX_CONSTRAINTS, MAX_ALTERNATIVES, MAX_SCORES, MAX_VALUES = 30, 20, 20, 200
 
 
 class _Model(BaseModel):
@@ -36,16 +39,17 @@ class _Model(BaseModel):
 class LocalText(_Model):
     """A title in English and (optionally) Chinese."""
 
-    en: str
-    zh: str | None = None
+    en: str = Field(max_length=500)
+    zh: str | None = Field(None, max_length=500)
 
 
 class Where(_Model):
     """A filter on a layer's features: ``in`` a list, ``contains`` a text (case-insensitive), ``min``/``max``."""
 
-    column: str
-    in_: list[str | int | float] | None = Field(None, alias="in", min_length=1)
-    contains: str | None = Field(None, min_length=1)
+    column: Name
+    in_: list[Annotated[str, Field(max_length=200)] | int | float] | None = Field(
+        None, alias="in", min_length=1, max_length=MAX_VALUES)
+    contains: Name | None = None
     min: Number | None = None
     max: Number | None = None
 
@@ -62,10 +66,10 @@ class Where(_Model):
 class LayerTest(_Model):
     """A criterion that reads a vector layer: its features, filtered by ``where``, named by ``label``."""
 
-    layer: str = Field(min_length=1)
+    layer: Name
     where: Where | None = None
-    label: str | None = None  #: column naming a feature in explanations (default: its primary key)
-    name: str | None = None  #: what a feature is called in explanations (default: the layer id)
+    label: Name | None = None  #: column naming a feature in explanations (default: its primary key)
+    name: Name | None = None  #: what a feature is called in explanations (default: the layer id)
 
     @property
     def noun(self) -> str:
@@ -107,7 +111,7 @@ class Constraint(_Model):
     """A hard constraint: the site must pass any one of ``any_of`` (a single test is a list of one)."""
 
     id: Id
-    any_of: list[Test] = Field(min_length=1)
+    any_of: list[Test] = Field(min_length=1, max_length=MAX_ALTERNATIVES)
 
     @model_validator(mode="before")
     @classmethod
@@ -153,7 +157,7 @@ class SlopeScore(_Score):
     """Score by the DEM slope at the site's centroid in degrees; not scored when the raster is not loaded."""
 
     type: Literal["slope"]
-    raster: str = Field(min_length=1)
+    raster: Name
     full_at_deg: Number = Field(ge=0, le=90)
     zero_at_deg: Number = Field(ge=0, le=90)
 
@@ -170,27 +174,27 @@ SCORE_TYPES = ("distance_to", "area", "slope")
 class Candidates(_Model):
     """The candidate sites: every row of ``layer``, named by its ``label`` column."""
 
-    layer: str = Field(min_length=1)
-    label: str = Field(min_length=1)
+    layer: Name
+    label: Name
 
 
 class Districts(_Model):
     """The districts layer used for the ``district`` column and filter, with its name columns."""
 
-    layer: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    name_zh: str | None = None
+    layer: Name
+    name: Name
+    name_zh: Name | None = None
 
 
 class Criteria(_Model):
     """A validated site-selection model: candidates, hard constraints and weighted scores."""
 
-    id: str = Field(min_length=1)
+    id: Name
     title: LocalText
     candidates: Candidates
     districts: Districts | None = None
-    constraints: list[Constraint] = Field(default_factory=list)
-    scores: list[Score] = Field(min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list, max_length=MAX_CONSTRAINTS)
+    scores: list[Score] = Field(min_length=1, max_length=MAX_SCORES)
 
     @model_validator(mode="after")
     def _checks(self) -> Criteria:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Collection
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from pygeoapi.process.base import BaseProcessor, ProcessorExecuteError
 
 from sdi.errors import ConfigError, CriteriaError, LayerNotFoundError, PlanningError, SdiError, http_status
-from sdi.planning.sources import ENGINES
+from sdi.planning.sources import ENGINES, resolve_engine
 from sdi.settings import Settings
 
 if TYPE_CHECKING:
@@ -166,7 +168,7 @@ def validate_inputs(data: object) -> dict[str, Any]:
     return out
 
 
-def with_min_area(criteria: dict[str, Any] | None, min_m2: float) -> Criteria:
+def with_min_area(criteria: dict[str, Any] | Criteria | None, min_m2: float) -> Criteria:
     """The criteria (``None``: the shipped model) with every ``min_area`` test set to ``min_m2`` square metres.
 
     Raises
@@ -197,6 +199,75 @@ def feature_collection(sites: gpd.GeoDataFrame) -> dict[str, Any]:
     return doc
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Checked inputs of one execution, ready to run."""
+
+    criteria: Criteria
+    district: str | None
+    engine: str | None
+    limit: int | None
+    weights: dict[str, Any] | None
+    scheduler: str | None
+
+
+def prepare(inputs: object, *, published: Collection[str] | None = None, scheduler: str | None = None,
+            local_dask: bool = False, settings: Settings | None = None) -> Prepared:
+    """Check the inputs of an execution before any work starts.
+
+    Parameters
+    ----------
+    inputs
+        The ``inputs`` object of the execute request.
+    published
+        The layer ids the caller may read (``None``: no restriction); a criteria document naming another is
+        refused, so the process reads nothing its collections do not publish.
+    scheduler
+        The dask scheduler executions may use; without one, ``engine: dask`` is refused (it would start a
+        cluster inside the server) unless ``local_dask`` (the library and stock pygeoapi).
+    settings
+        When given, the criteria are also checked against that database (layers, columns, the district), so an
+        asynchronous job is only started for inputs that can run.
+
+    Raises
+    ------
+    PlanningError, ConfigError, LayerNotFoundError
+        For invalid inputs (an unknown weight, criterion or unpublished layer included).
+    """
+    from sdi.planning.criteria import load_criteria
+
+    args = validate_inputs(inputs)
+    criteria = load_criteria(args["criteria"])
+    if args["min_area_m2"] is not None:
+        criteria = with_min_area(criteria, args["min_area_m2"])
+    if published is not None:
+        hidden = [layer for layer in criteria.layers() if layer not in published]
+        if hidden:
+            raise LayerNotFoundError(f"criteria: no published layer {hidden[0]!r}")
+    if args["engine"] == "dask" and scheduler is None and not local_dask:
+        raise PlanningError("engine: dask runs only on a dask cluster configured for the server "
+                            "(SDI_DASK_SCHEDULER); use postgis or geopandas")
+    resolve_engine(args["engine"], [])
+    weighted = criteria.with_weights(args["weights"])
+    if settings is not None:
+        from sdi.db import connect
+        from sdi.planning.sites.plan import make_plan
+
+        with connect(settings, autocommit=True) as conn:
+            make_plan(conn, weighted, settings, district=args["district"])
+    return Prepared(criteria, args["district"], args["engine"], args["limit"], args["weights"], scheduler)
+
+
+def run_prepared(prepared: Prepared, settings: Settings) -> dict[str, Any]:
+    """Run a prepared execution on ``settings``' database; the ranked sites as a FeatureCollection."""
+    from sdi.planning import site_selection
+
+    sites = site_selection(prepared.criteria, district=prepared.district, engine=prepared.engine,
+                           settings=settings, limit=prepared.limit, weights=prepared.weights,
+                           scheduler=prepared.scheduler)
+    return feature_collection(sites)
+
+
 def run(inputs: object, settings: Settings) -> dict[str, Any]:
     """Validate ``inputs``, run the site selection on ``settings``' database, return the FeatureCollection.
 
@@ -205,15 +276,7 @@ def run(inputs: object, settings: Settings) -> dict[str, Any]:
     PlanningError, ConfigError, LayerNotFoundError
         For invalid inputs (an unknown district, weight, criterion or layer included).
     """
-    args = validate_inputs(inputs)
-    from sdi.planning import site_selection
-
-    criteria = args["criteria"]
-    if args["min_area_m2"] is not None:
-        criteria = with_min_area(criteria, args["min_area_m2"])
-    sites = site_selection(criteria, district=args["district"], engine=args["engine"], settings=settings,
-                           limit=args["limit"], weights=args["weights"])
-    return feature_collection(sites)
+    return run_prepared(prepare(inputs, local_dask=True), settings)
 
 
 class SiteSelectionProcessor(BaseProcessor):

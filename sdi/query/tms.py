@@ -38,6 +38,7 @@ HK80_CELL_SIZE = 156_543.0339  #: metres per pixel at zoom 0
 HK80_ID = "HK80Grid"
 WEB_MERCATOR_ID = "WebMercatorQuad"
 MAX_ZOOM = 20
+MAX_TILE_FEATURES = 50_000  #: features one tile may hold (the rest are cut; see tile_statement)
 MAX_AFFINE_ERROR = 0.25  #: tile units an affine stand-in for the exact transformation may stray (see tile_statement)
 _NATIVE = {"integer", "bigint", "smallint", "double precision", "real", "boolean", "text", "numeric"}
 
@@ -165,8 +166,8 @@ def affine_to_grid(srid: int, wide: tuple[float, float, float, float],
     return a, b, d, e, xoff, yoff
 
 
-def tile_statement(layer: LayerMeta, grid_: Grid, z: int, row: int, col: int,
-                   exact: bool = False) -> tuple[sql.SQL | sql.Composed, dict[str, Any]]:
+def tile_statement(layer: LayerMeta, grid_: Grid, z: int, row: int, col: int, exact: bool = False,
+                   max_features: int = MAX_TILE_FEATURES) -> tuple[sql.SQL | sql.Composed, dict[str, Any]]:
     """The statement making one tile: one row with the MVT bytes (NULL or empty when nothing is in it).
 
     In EPSG:2326 (``HK80Grid``) the stored geometries need no transformation. For another grid they are
@@ -174,9 +175,13 @@ def tile_statement(layer: LayerMeta, grid_: Grid, z: int, row: int, col: int,
     to within :data:`MAX_AFFINE_ERROR` of a tile unit across the tile, with that affine map (``ST_Affine``,
     several times cheaper per vertex); coordinates in a tile are whole units, so the two agree to within a unit.
     ``exact`` always transforms exactly.
+
+    Bounded work: lines and polygons smaller than half a tile unit either way are left out (they would snap to
+    nothing or a speck), and a tile holds at most ``max_features`` features (any beyond are cut).
     """
     x0, y0, x1, y1 = grid_.bounds(z, row, col)
-    params: dict[str, Any] = {"x0": x0, "y0": y0, "x1": x1, "y1": y1}
+    params: dict[str, Any] = {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "cap": int(max_features),
+                              "speck": (x1 - x0) / EXTENT / 2 / (1.2 if grid_.srid == WEB_MERCATOR else 1.0)}
     margin = (x1 - x0) * BUFFER / EXTENT
     wide = (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
     box = box_sql(wide, grid_.srid, params, "f")
@@ -199,6 +204,10 @@ def tile_statement(layer: LayerMeta, grid_: Grid, z: int, row: int, col: int,
                                 {extent}, {buffer}, true) as __mvt_geom{comma}{columns}
             from {table} as t
             where t.{geom_col} && {box}
+              and (st_dimension(t.{geom_col}) = 0
+                   or greatest(st_xmax(t.{geom_col}) - st_xmin(t.{geom_col}),
+                               st_ymax(t.{geom_col}) - st_ymin(t.{geom_col})) >= %(speck)s)
+            limit %(cap)s
         ) as f""").format(
         layer=sql.Literal(layer.id), extent=sql.Literal(EXTENT), fid=feature_id, geom=geom,
         srid=sql.Literal(grid_.srid), buffer=sql.Literal(BUFFER), comma=sql.SQL(", " if columns else ""),

@@ -34,11 +34,13 @@ from starlette.staticfiles import StaticFiles
 
 from sdi.errors import DatabaseUnavailableError, SdiError
 from sdi.settings import Settings
-from sdi.web import collections, service, tiles
+from sdi.web import collections, processes, service, tiles
 from sdi.web.assets import STATIC_DIR
 from sdi.web.bridge import Bridge, server_base
 from sdi.web.compress import CompressionMiddleware
+from sdi.web.guards import CancelOnDisconnect, RejectMalformed
 from sdi.web.http import exception_response, sdi_error
+from sdi.web.jobs import JobStore
 from sdi.web.pages import Pages
 from sdi.web.reader import is_reader_url, prepare_reader, reader_url
 from sdi.web.registry import Registry, Snapshot
@@ -83,9 +85,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
     registry.listeners.append(forget_tiles)
     runtime.state.update(registry=registry, tiles=cache, forwarded_allow=tuple(web.forwarded_allow_ips),
-                         server_base=server_base(runtime))
+                         server_base=server_base(runtime),
+                         heavy=asyncio.Semaphore(min(web.heavy_requests, max(1, web.pool_max - 1))))
     runtime.state["bridge"] = Bridge(runtime)
     runtime.state["pages"] = Pages()
+    runtime.state["jobs"] = JobStore(runtime)
     with contextlib.suppress(Exception):  # the database may be away: the registry's loop retries
         await registry.refresh(force=True)
     task = asyncio.create_task(registry.run())
@@ -93,6 +97,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if "job_pool" in runtime.state:
+            runtime.state["job_pool"][0].shutdown(wait=False, cancel_futures=True)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -134,10 +140,10 @@ def routes() -> list[Route | Mount]:
         Route(f"{c}/coverage", service.coverage),
         Route("/processes", service.processes),
         Route("/processes/{process}", service.processes),
-        Route("/processes/{process}/execution", service.execute, methods=["POST"]),
-        Route("/jobs", service.jobs),
-        Route("/jobs/{job}", service.jobs, methods=["GET", "DELETE"]),
-        Route("/jobs/{job}/results", service.job_results),
+        Route("/processes/{process}/execution", processes.execute, methods=["POST"]),
+        Route("/jobs", processes.jobs),
+        Route("/jobs/{job}", processes.jobs, methods=["GET", "DELETE"]),
+        Route("/jobs/{job}/results", processes.job_results),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 
@@ -151,9 +157,9 @@ def create_app(web: WebSettings | None = None) -> Starlette:
         The web settings (default: read from ``SDI_*`` once, here).
     """
     web = web or WebSettings()
-    middleware = [Middleware(CompressionMiddleware)]
+    middleware = [Middleware(RejectMalformed), Middleware(CancelOnDisconnect), Middleware(CompressionMiddleware)]
     if web.cors_origins:
-        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(web.cors_origins),
+        middleware.insert(1, Middleware(CORSMiddleware, allow_origins=list(web.cors_origins),
                                         allow_methods=["GET", "HEAD", "OPTIONS"], allow_headers=["*"],
                                         expose_headers=["ETag", "Content-Crs", "Link"], max_age=3600))
     app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan,

@@ -118,7 +118,8 @@ async def items(request: Request) -> Response:
         return Response(json_bytes(doc), media_type=GEOJSON, headers=headers)
     if fmt == "json" and query.limit > STREAM_ABOVE:
         return await _stream(runtime, base, layer, params, query, headers)
-    rows = await runtime.fresh(lambda: _page(runtime, layer, query))
+    async with runtime.heavy():
+        rows = await runtime.fresh(lambda: _page(runtime, layer, query))
     matched = int(rows[0][0]) if rows else 0
     returned = sum(int(r[1] or 0) for r in rows)
     links = _links(base, layer, params, fmt, query, matched, returned)
@@ -147,7 +148,8 @@ async def _hits(runtime: Runtime, layer: LayerMeta, query: ItemsQuery) -> int:
             row = await (await conn.execute(statement.query, statement.params)).fetchone()
             return int(row[0]) if row else 0
 
-    return await runtime.fresh(run)
+    async with runtime.heavy():
+        return await runtime.fresh(run)
 
 
 async def _stream(runtime: Runtime, base: str, layer: LayerMeta, params: dict[str, str], query: ItemsQuery,
@@ -156,7 +158,8 @@ async def _stream(runtime: Runtime, base: str, layer: LayerMeta, params: dict[st
     statement = page_statement(layer, query)
     stack = AsyncExitStack()
     try:
-        conn = await stack.enter_async_context(runtime.connection())
+        await stack.enter_async_context(runtime.heavy())
+        conn = await stack.enter_async_context(runtime.connection(deadline=False))
         cur = conn.cursor()
         cur.adapters.register_loader("text", RawText)
         rows = cast(AsyncGenerator[Any, None], cur.stream(statement.query, statement.params))

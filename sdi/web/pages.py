@@ -8,6 +8,7 @@ request.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,17 @@ from sdi.web.assets import TEMPLATES_DIR
 from sdi.web.runtime import Runtime
 
 LOCALES = {"en": "en-US", "zh": "zh-HK"}
+
+
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(value: Any, pretty: bool = False) -> str:
+    """JSON that is safe inside ``<script>`` and HTML attributes: ``<``, ``>``, ``&`` and the two JavaScript line
+    separators are written as ``\\uXXXX`` escapes, so no value (a feature property, a layer title) can close the
+    script element or start a comment. It is still the same JSON value. Templates use it as ``to_json``."""
+    text = json.dumps(value, ensure_ascii=False, default=str, indent=2 if pretty else None)
+    return "".join(_SCRIPT_UNSAFE.get(ch, ch) for ch in text) if any(ch in text for ch in _SCRIPT_UNSAFE) else text
 
 
 class Pages:
@@ -40,10 +52,11 @@ class Pages:
 
                 env = Environment(loader=FileSystemLoader([str(TEMPLATES_DIR), str(TEMPLATES)]),
                                   extensions=["jinja2.ext.i18n"], autoescape=select_autoescape())
-                for name in ("to_json", "format_datetime", "format_duration", "human_size", "get_path_basename",
+                for name in ("format_datetime", "format_duration", "human_size", "get_path_basename",
                              "get_breadcrumbs", "filter_dict_by_key_value"):
                     env.filters[name] = getattr(util, name)
                     env.globals[name] = getattr(util, name)
+                env.filters["to_json"] = env.globals["to_json"] = script_json
                 catalogue = Translations.load(locale_dir, [LOCALES[lang].replace("-", "_")])
                 env.install_gettext_translations(catalogue)  # type: ignore[attr-defined]  # added by jinja2.ext.i18n
                 self._envs[lang] = env

@@ -59,12 +59,48 @@ class Runtime:
     def __deepcopy__(self, memo: dict[int, Any]) -> Runtime:
         return self  # shared, not data: pygeoapi deep-copies its configuration, which references the runtime
 
+    @property
+    def deadline_s(self) -> float:
+        """The longest a request may hold a connection: statement timeout plus the wait for a connection, plus 1 s.
+
+        PostgreSQL ends a statement at its timeout; this is the client's own limit for a server that stopped
+        answering at all (frozen, or cut off without a TCP reset).
+        """
+        return self.web.statement_timeout_ms / 1000 + self.web.pool_timeout_s + 1.0
+
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; pool exhaustion, an unreachable database and timeouts become 503 errors."""
+    async def heavy(self) -> AsyncIterator[None]:
+        """A slot for a heavy request (a page, a tile to make, a process); 503 when none frees up promptly.
+
+        There are :attr:`WebSettings.heavy_requests` slots per worker, fewer than its connections, so light
+        requests (a feature, a collection) always find a connection while heavy ones queue briefly or are turned
+        away with ``Retry-After``.
+        """
+        semaphore: asyncio.Semaphore = self.state["heavy"]
         try:
-            async with self.pool.connection(timeout=self.web.pool_timeout_s) as conn:
+            await asyncio.wait_for(semaphore.acquire(), self.web.heavy_wait_s)
+        except TimeoutError:
+            raise ServiceBusyError("the server is busy with other heavy requests; retry shortly") from None
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+    @asynccontextmanager
+    async def connection(self, *, deadline: bool = True) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; pool exhaustion, an unreachable or silent database and timeouts become 503s.
+
+        ``deadline`` bounds the whole use of the connection by :attr:`deadline_s` (off for streamed responses,
+        whose statement PostgreSQL still ends at the statement timeout).
+        """
+        limit = asyncio.timeout(self.deadline_s if deadline else None)
+        try:
+            async with limit, self.pool.connection(timeout=self.web.pool_timeout_s) as conn:
                 yield conn
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise
+            raise ServiceBusyError("the database did not answer in time; retry shortly") from exc
         except PoolTimeout as exc:
             raise ServiceBusyError("the database is busy or unreachable; retry shortly") from exc
         except pg_errors.QueryCanceled as exc:

@@ -17,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sdi.catalogue.export import export
+from sdi.catalogue.search import MAX_OFFSET as MAX_CATALOGUE_OFFSET
+from sdi.crs import CRS84_URI, uri_crs
 from sdi.errors import LayerNotFoundError, QueryError
 from sdi.publishing.config import CATALOGUE_ID
-from sdi.query.params import ITEMS_PARAMETERS, check_parameters
+from sdi.query.params import ITEMS_PARAMETERS, check_parameters, parse_box, parse_datetime, parse_int, served_crs
 from sdi.web import features
 from sdi.web.bridge import live_config
 from sdi.web.features import client_base, params_of, runtime_of
@@ -56,7 +58,8 @@ def conformance_classes() -> list[str]:
                                         "html")]
     tms = ["http://www.opengis.net/spec/tms/2.0/conf/tilematrixset",
            "http://www.opengis.net/spec/tms/2.0/conf/json-tilematrixset"]
-    return sorted({*COMMON_CLASSES, *features_, *cql2, *tiles, *tms, *RECORDS, *COVERAGES, *PROCESSES})
+    processes = [c for c in PROCESSES if not c.endswith("/callback")]  # subscribers are refused
+    return sorted({*COMMON_CLASSES, *features_, *cql2, *tiles, *tms, *RECORDS, *COVERAGES, *processes})
 
 
 async def landing_page(request: Request) -> Response:
@@ -128,6 +131,24 @@ async def metadata(request: Request) -> Response:
     return Response(await run_in_threadpool(export, record, fmt), media_type=media_type)
 
 
+def check_catalogue_query(params: dict[str, str], fields: Any) -> int:
+    """Check what pygeoapi would otherwise fail on (with a traceback in the log) before it runs; the offset."""
+    if "limit" in params:
+        parse_int(params["limit"], "limit", 1)
+    offset = parse_int(params["offset"], "offset", 0, MAX_CATALOGUE_OFFSET) if "offset" in params else 0
+    if "bbox" in params:
+        parse_box(params["bbox"], uri_crs(CRS84_URI))
+    if "datetime" in params:
+        parse_datetime(params["datetime"])
+    for key in (params.get("sortby") or "").split(","):
+        name = key.strip().lstrip("+-")
+        if "sortby" in params and (not name or name not in fields or name == "q"):
+            raise QueryError(f"sortby: cannot sort the catalogue by {name[:60]!r}")
+    if len(params.get("q", "")) > 200:
+        raise QueryError("q: longer than 200 characters")
+    return offset
+
+
 async def items(request: Request) -> Response:
     """``GET /collections/{id}/items``: sdi's for vector layers, pygeoapi's records for the catalogue."""
     if request.path_params["collection"] != CATALOGUE_ID:
@@ -139,8 +160,8 @@ async def items(request: Request) -> Response:
     runtime = runtime_of(request)
     params = params_of(request)
     check_parameters(params, ITEMS_PARAMETERS, FIELDS)
+    offset = check_catalogue_query(params, FIELDS)
     base = client_base(request, runtime)
-    offset = int(params["offset"]) if params.get("offset", "").isdigit() else 0
     page = PageContext("get_collection_items", base, CATALOGUE_ID, offset=offset)
     return await runtime.state["bridge"].call(request, get_collection_items, CATALOGUE_ID, base_url=base,
                                               lang=language(request), page=page)
@@ -161,12 +182,25 @@ async def item(request: Request) -> Response:
                                                                title="HK SDI catalogue"))
 
 
+def check_coverage_numbers(params: dict[str, str]) -> None:
+    """400 for a coverage ``bbox`` that is not four (or six) finite numbers, or a ``subset`` with a non-finite one
+    (pygeoapi's rasterio provider fails on them with a 500)."""
+    if "bbox" in params:
+        crs = served_crs(params.get("bbox-crs"), "bbox-crs") if params.get("bbox-crs") else uri_crs(CRS84_URI)
+        parse_box(params["bbox"], crs)
+    subset = params.get("subset", "").lower()
+    if any(word in subset for word in ("nan", "inf")):
+        raise QueryError(f"subset: {params['subset'][:80]!r} holds a number that is not finite")
+
+
 async def coverage(request: Request) -> Response:
     """``GET /collections/{id}/coverage`` of a raster layer (pygeoapi's rasterio provider)."""
     from pygeoapi.api.coverages import get_collection_coverage
 
     runtime = runtime_of(request)
-    check_parameters(params_of(request), COVERAGE_PARAMETERS)
+    params = params_of(request)
+    check_parameters(params, COVERAGE_PARAMETERS)
+    check_coverage_numbers(params)
     collection_id = str(request.path_params["collection"])
     record = await runtime.state["registry"].record(collection_id)
     if record.kind != "raster":
@@ -187,45 +221,3 @@ async def processes(request: Request) -> Response:
     return await runtime.state["bridge"].call(request, describe_processes, *([process] if process else []),
                                               base_url=base, lang=language(request),
                                               page=PageContext("describe_processes", base))
-
-
-async def execute(request: Request) -> Response:
-    """``POST /processes/{id}/execution``."""
-    from pygeoapi.api.processes import execute_process
-
-    runtime = runtime_of(request)
-    check_parameters(params_of(request), COMMON)
-    return await runtime.state["bridge"].call(request, execute_process, str(request.path_params["process"]),
-                                              base_url=client_base(request, runtime), lang=language(request))
-
-
-async def jobs(request: Request) -> Response:
-    """``GET /jobs``, ``GET /jobs/{id}`` and ``DELETE /jobs/{id}``."""
-    from pygeoapi.api.processes import delete_job, get_jobs
-
-    runtime = runtime_of(request)
-    check_parameters(params_of(request), COMMON | {"limit", "offset"})
-    job = request.path_params.get("job")
-    base, lang = client_base(request, runtime), language(request)
-    bridge = runtime.state["bridge"]
-    if request.method == "DELETE":
-        response: Response = await bridge.call(request, delete_job, str(job), base_url=base, lang=lang)
-        if "content-type" not in response.headers:
-            response.headers["Content-Type"] = JSON
-        return response
-    return await bridge.call(request, get_jobs, *([str(job)] if job else []), base_url=base, lang=lang,
-                             page=PageContext("get_jobs", base))
-
-
-async def job_results(request: Request) -> Response:
-    """``GET /jobs/{id}/results``."""
-    from pygeoapi.api.processes import get_job_result
-
-    runtime = runtime_of(request)
-    check_parameters(params_of(request), COMMON)
-    job = str(request.path_params["job"])
-    if not job:
-        raise QueryError("job: missing id")
-    base = client_base(request, runtime)
-    return await runtime.state["bridge"].call(request, get_job_result, job, base_url=base, lang=language(request),
-                                              page=PageContext("get_job_result", base, job))

@@ -33,6 +33,19 @@ class WebSettings(BaseSettings):
     pool_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds a request waits for a free "
                                                                  "connection before answering 503.")
     statement_timeout_ms: int = Field(20_000, ge=100, description="Longest SQL statement of a request (ms).")
+    heavy_requests: int = Field(6, ge=1, le=200, description="Heavy requests (pages, new tiles, processes) one "
+                                                             "worker runs at once; keep it below pool_max.")
+    heavy_wait_s: float = Field(1.0, ge=0, le=60, description="Seconds a heavy request waits for a slot before "
+                                                             "answering 503 with Retry-After.")
+    max_body_bytes: int = Field(262_144, ge=1024, description="Largest request body (a process execution) in "
+                                                               "bytes; larger is a 400.")
+    async_jobs: int = Field(2, ge=1, le=64, description="Asynchronous process jobs one worker runs at once; more "
+                                                         "are answered 503.")
+    job_ttl_hours: float = Field(24.0, gt=0, description="Jobs and their result files are removed this long after "
+                                                        "they finished.")
+    process_timeout_s: float = Field(120.0, gt=0, description="Statement timeout of the process's queries (s).")
+    dask_scheduler: str | None = Field(None, description="Address of a dask scheduler for `engine: dask` in "
+                                                         "process inputs; without it `dask` is refused over HTTP.")
     default_items: int = Field(1000, ge=1, description="Features per page when `limit` is not given.")
     max_items: int = Field(10_000, ge=1, description="Most features per page; a larger `limit` is clamped.")
     tile_cache_mb: int = Field(64, ge=0, description="Vector tile cache per worker (MB); 0 turns it off.")

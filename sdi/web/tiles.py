@@ -199,7 +199,8 @@ async def tile(request: Request) -> Response:
     key = (layer.id, layer.load_id, g.id, z, row, col)
     entry = cache.get(key)
     if entry is None:
-        data = await runtime.fresh(lambda: _make_tile(runtime, layer, g, z, row, col))
+        async with runtime.heavy():
+            data = await runtime.fresh(lambda: _make_tile(runtime, layer, g, z, row, col))
         entry = cache.put(key, data)
     headers = cache_headers(tag, max_age)
     if not entry.data:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,10 @@ def test_async_job_is_stored_and_gives_the_sync_result(live: tuple[str, Settings
     result_file = Path(row[3])
     assert result_file.is_file() and result_file.is_relative_to(settings.data_dir.resolve() / "jobs")
 
-    dismissed = requests.delete(location, timeout=30)  # pygeoapi alone answers 500 here (no Content-Type)
+    assert str(uuid.UUID(job_id)) == job_id and uuid.UUID(job_id).version == 4  # random, not time-based
+    listed = requests.get(f"{base}/jobs", params={"f": "json"}, timeout=30).json()
+    assert listed["jobs"] == []  # an anonymous caller sees no job list: the id is the capability
+    dismissed = requests.delete(location, timeout=30)
     assert dismissed.status_code == 200, dismissed.text
     assert dismissed.json()["status"] == "dismissed"
     assert requests.get(location, params={"f": "json"}, timeout=30).status_code == 404
@@ -162,15 +166,16 @@ BAD = [
 def test_bad_input_is_400_with_the_message(live: tuple[str, Settings], inputs: dict[str, Any], message: str) -> None:
     base, settings = live
     with psycopg.connect(settings.database_url) as conn:
-        failed_before = conn.execute("select count(*) from sdi.jobs where status = 'failed'").fetchone()
-    response = _execute(base, inputs)
-    assert response.status_code == 400, response.text
-    doc = response.json()
-    assert doc["code"] == "InvalidParameterValue"
-    assert message in doc["description"] and "\n" not in doc["description"], doc
+        jobs_before = conn.execute("select count(*) from sdi.jobs").fetchone()
+    for headers in ({}, {"Prefer": "respond-async"}):  # checked before any job starts, asynchronous or not
+        response = requests.post(f"{base}/processes/{PROCESS_ID}/execution", json={"inputs": inputs},
+                                 headers=headers, timeout=300)
+        assert response.status_code == 400, response.text
+        doc = response.json()
+        assert doc["code"] == "InvalidParameterValue"
+        assert message in doc["description"] and "\n" not in doc["description"], doc
     with psycopg.connect(settings.database_url) as conn:
-        failed_after = conn.execute("select count(*) from sdi.jobs where status = 'failed'").fetchone()
-    assert failed_before is not None and failed_after == (failed_before[0] + 1,)  # recorded as a failed job
+        assert conn.execute("select count(*) from sdi.jobs").fetchone() == jobs_before  # no job was made
 
 
 def test_server_side_failure_keeps_its_status(settings: Settings, tmp_path: Path,

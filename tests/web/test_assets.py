@@ -302,7 +302,6 @@ def test_swagger_ui_page_shows_the_operations_offline(live: Live, chromium: str,
     doc, requested = browse(chromium, f"{live.url}/openapi?f=html", tmp_path)
     assert doc.xpath("//div[@id='swagger-ui']//div[contains(@class, 'swagger-ui')]"), "Swagger UI did not start"
     assert document["info"]["title"] in text_of(doc, "//*[contains(@class, 'info')]//*[contains(@class, 'title')]")
-    assert len(doc.xpath("//*[contains(concat(' ', @class, ' '), ' opblock ')]")) == len(operation_summaries(document))
     shown = [" ".join(el.text_content().split())
              for el in doc.xpath("//*[contains(@class, 'opblock-summary-description')]")]
     assert sorted(shown) == sorted(operation_summaries(document)), "one block per operation"
@@ -416,7 +415,7 @@ def test_tiles_page_draws_the_features_where_the_grid_puts_them(live: Live, chro
     # where the grid's formula puts each point on the map: pixelOf, hit detection and the screenshot agree
     width, height = state["size"]
     assert image.size == (round(width), round(height)), (image.size, state["size"])
-    centre = grid.pixel(*state["center"], z)
+    centre = grid.pixel(state["center"][0], state["center"][1], z)
     for code, xy in points.items():
         point = grid.pixel(*xy, z)
         expected = (point[0] - centre[0] + width / 2, point[1] - centre[1] + height / 2)

@@ -1,0 +1,209 @@
+"""Executing the site-selection process and its jobs: ``POST /processes/{id}/execution`` and ``/jobs``.
+
+sdi runs executions itself (pygeoapi still describes the process at ``/processes``):
+
+* the body is bounded (``SDI_MAX_BODY_BYTES``), must be a JSON object with an ``inputs`` object, and every
+  input is checked before any work starts (:func:`sdi.publishing.process.prepare`: criteria size and layers —
+  only published ones —, ``engine: dask`` only with a configured scheduler); a bad one is a 400;
+* ``subscriber`` callbacks are refused: the server never requests a URL a client names;
+* a synchronous execution takes a heavy-request slot; an asynchronous one (``Prefer: respond-async``) runs
+  on one of ``SDI_ASYNC_JOBS`` threads of the worker (503 when they are all busy) and answers ``201`` with
+  ``Location: /jobs/{id}``;
+* the planning library connects as the read-only role with ``SDI_PROCESS_TIMEOUT_S`` as its statement timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sdi.errors import FeatureNotFoundError, LayerNotFoundError, QueryError, SdiError, ServiceBusyError
+from sdi.publishing.process import PROCESS_ID, Prepared, prepare, run_prepared
+from sdi.query.params import check_parameters
+from sdi.settings import Settings
+from sdi.web.features import client_base, params_of, runtime_of
+from sdi.web.http import GEOJSON, HTML, JSON, json_bytes, language, negotiate
+from sdi.web.jobs import JobStore, new_job_id, status_document
+from sdi.web.pages import render
+from sdi.web.runtime import Runtime
+
+MAX_JSON_DEPTH = 32
+RESULT_NOT_READY = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready"
+
+
+def _depth(node: Any, limit: int) -> None:
+    stack = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            raise QueryError(f"body: JSON nested more than {limit} levels deep")
+        if isinstance(current, dict):
+            stack.extend((v, depth + 1) for v in current.values())
+        elif isinstance(current, list):
+            stack.extend((v, depth + 1) for v in current)
+
+
+async def read_execute_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The execute request: a JSON object of at most ``max_bytes`` with an optional ``inputs`` object."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise QueryError(f"body: larger than {max_bytes:,} bytes")
+    try:
+        doc = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        raise QueryError("body: not a JSON document") from None
+    if not isinstance(doc, dict):
+        raise QueryError("body: expected a JSON object such as {\"inputs\": {...}}")
+    _depth(doc, MAX_JSON_DEPTH)
+    if doc.get("subscriber") is not None:
+        raise QueryError("subscriber: callbacks are not supported; poll /jobs/{jobID} instead")
+    inputs = doc.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise QueryError("inputs: expected an object of named inputs")
+    return doc
+
+
+def process_settings(runtime: Runtime) -> Settings:
+    """The planning library's settings: the read-only role with the process's statement timeout."""
+    found: Settings | None = runtime.state.get("process_settings")
+    if found is None:
+        url = runtime.settings.database_url
+        timeout = f"options=-c%20statement_timeout%3D{int(runtime.web.process_timeout_s * 1000)}"
+        found = runtime.settings.model_copy(update={"database_url": url + ("&" if "?" in url else "?") + timeout})
+        runtime.state["process_settings"] = found
+    return found
+
+
+def _job_pool(runtime: Runtime) -> tuple[ThreadPoolExecutor, asyncio.Semaphore]:
+    if "job_pool" not in runtime.state:
+        runtime.state["job_pool"] = (ThreadPoolExecutor(runtime.web.async_jobs, thread_name_prefix="sdi-job"),
+                                     asyncio.Semaphore(runtime.web.async_jobs))
+    pool: tuple[ThreadPoolExecutor, asyncio.Semaphore] = runtime.state["job_pool"]
+    return pool
+
+
+async def execute(request: Request) -> Response:
+    """``POST /processes/{id}/execution``."""
+    runtime = runtime_of(request)
+    check_parameters(params_of(request), {"f", "lang"})
+    if request.path_params["process"] != PROCESS_ID:
+        raise FeatureNotFoundError(f"no process {str(request.path_params['process'])[:80]!r}")
+    doc = await read_execute_body(request, runtime.web.max_body_bytes)
+    published = set(runtime.state["registry"].snapshot.records)
+    settings = process_settings(runtime)
+    async with runtime.heavy():
+        try:
+            prepared = await run_in_threadpool(prepare, doc.get("inputs", {}), published=published,
+                                               scheduler=runtime.web.dask_scheduler, settings=settings)
+        except LayerNotFoundError as exc:  # a layer the inputs name: a bad input, not a missing resource
+            raise QueryError(str(exc)) from exc
+    if "respond-async" not in request.headers.get("prefer", ""):
+        async with runtime.heavy():
+            result = await run_in_threadpool(run_prepared, prepared, settings)
+        return Response(json_bytes(result), media_type=GEOJSON)
+    store: JobStore = runtime.state["jobs"]
+    executor, slots = _job_pool(runtime)
+    if slots.locked():
+        raise ServiceBusyError("every job slot of this server is busy; retry shortly")
+    job_id = new_job_id()
+    await store.expire()
+    await store.create(job_id, PROCESS_ID, doc.get("inputs", {}))
+    await slots.acquire()
+    asyncio.get_running_loop().run_in_executor(executor, _run_job, runtime, store, job_id, prepared, settings,
+                                               slots)
+    base = client_base(request, runtime)
+    job = await store.get(job_id)
+    return Response(json_bytes(status_document(job or {"identifier": job_id, "process_id": PROCESS_ID,
+                                                       "status": "accepted"}, base)),
+                    status_code=201, media_type=JSON, headers={"Location": f"{base}/jobs/{job_id}",
+                                                               "Preference-Applied": "respond-async"})
+
+
+def _run_job(runtime: Runtime, store: JobStore, job_id: str, prepared: Prepared, settings: Settings,
+             slots: asyncio.Semaphore) -> None:
+    """A job's thread: run it, write its result file, record how it ended (a dismissed job's result is dropped)."""
+    import datetime as dt
+
+    def update(**fields: Any) -> bool:
+        return bool(runtime.run_sync(store.update(job_id, **fields)))
+
+    try:
+        if not update(status="running", started=dt.datetime.now(dt.UTC), progress=10, message="running"):
+            return
+        try:
+            result = run_prepared(prepared, settings)
+        except SdiError as exc:
+            update(status="failed", finished=dt.datetime.now(dt.UTC), message=str(exc)[:1000])
+            return
+        except Exception as exc:  # a bug: the message names it; the traceback stays in the server
+            update(status="failed", finished=dt.datetime.now(dt.UTC),
+                   message=f"internal error ({type(exc).__name__}); see the server log")
+            raise
+        path = store.result_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(json_bytes(result))
+        tmp.replace(path)
+        if not update(status="successful", finished=dt.datetime.now(dt.UTC), progress=100,
+                      message="finished", location=str(path), mimetype=GEOJSON):
+            path.unlink(missing_ok=True)  # dismissed while running
+    finally:
+        runtime.loop.call_soon_threadsafe(slots.release)
+
+
+async def jobs(request: Request) -> Response:
+    """``GET /jobs`` (none listed without an identity), ``GET /jobs/{id}``, ``DELETE /jobs/{id}``."""
+    runtime = runtime_of(request)
+    check_parameters(params_of(request), {"f", "lang", "limit", "offset"})
+    store: JobStore = runtime.state["jobs"]
+    base, lang = client_base(request, runtime), language(request)
+    job_id = request.path_params.get("job")
+    fmt = negotiate(request, {"json": JSON, "html": HTML})
+    if job_id is None:
+        doc: dict[str, Any] = {"jobs": [], "links": [{"rel": "self", "type": JSON, "title": "Jobs",
+                                                      "href": f"{base}/jobs?f=json"}]}
+        if fmt == "html":
+            return await render(runtime, base, lang, "jobs/index.html", {"jobs": doc, "offset": 0, "now": ""})
+        return Response(json_bytes(doc), media_type=JSON)
+    if request.method == "DELETE":
+        job = await store.delete(str(job_id))
+        if job is None:
+            raise FeatureNotFoundError(f"no job {str(job_id)[:80]!r}")
+        return Response(json_bytes({**status_document(job, base), "status": "dismissed",
+                                    "message": "dismissed"}), media_type=JSON)
+    job = await store.get(str(job_id))
+    if job is None:
+        raise FeatureNotFoundError(f"no job {str(job_id)[:80]!r}")
+    doc = status_document(job, base)
+    if fmt == "html":
+        return await render(runtime, base, lang, "jobs/job.html", {"jobs": doc, "offset": 0, "now": ""})
+    return Response(json_bytes(doc), media_type=JSON)
+
+
+async def job_results(request: Request) -> Response:
+    """``GET /jobs/{id}/results``: the ranked sites of a successful job."""
+    runtime = runtime_of(request)
+    check_parameters(params_of(request), {"f", "lang"})
+    store: JobStore = runtime.state["jobs"]
+    job_id = str(request.path_params["job"])
+    job = await store.get(job_id)
+    if job is None:
+        raise FeatureNotFoundError(f"no job {job_id[:80]!r}")
+    if job["status"] != "successful":
+        state = "failed: " + str(job.get("message") or "") if job["status"] == "failed" else job["status"]
+        return Response(json_bytes({"type": RESULT_NOT_READY, "code": "NotFound",
+                                    "description": f"job {job_id} has no results ({state})"}),
+                        status_code=404, media_type=JSON)
+    try:
+        body = await run_in_threadpool(store.result_path(job_id).read_bytes)
+    except OSError:
+        raise FeatureNotFoundError(f"the results of job {job_id} are gone") from None
+    return Response(body, media_type=GEOJSON)

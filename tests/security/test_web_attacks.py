@@ -1,0 +1,226 @@
+"""The web API under attack (issue: hardening): script injection, requests on a client's behalf, unbounded work,
+jobs shared by everyone, unpublished layers through the process, malformed requests. Each test replays a
+finding of the attack campaign against a live `sdi serve` and checks it stays fixed."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from loaders import load
+from sdi.layerdef import read_definition
+from sdi.publishing.process import PROCESS_ID
+from sdi.settings import Settings
+from tests.live_server import free_port, sdi_server
+from tests.planning.sites_db import planning_database
+
+pytestmark = pytest.mark.db
+EVIL = "</script><script>window.__pwned = 1</script><!--"
+
+
+@dataclass(frozen=True)
+class Live:
+    url: str
+    settings: Settings
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The planning layers plus a layer whose values and title carry script, served by `sdi serve`."""
+    folder = tmp_path_factory.mktemp("attack_layers")
+    source = folder / "evil.geojson"
+    source.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": EVIL, "note": "<img src=x onerror=alert(1)>"},
+         "geometry": {"type": "Point", "coordinates": [114.17, 22.29]}}]}), encoding="utf-8")
+    (folder / "evil_points.yml").write_text(
+        f"id: evil_points\ntitle: {{en: {json.dumps('Evil ' + EVIL)}}}\nabstract: {{en: {json.dumps(EVIL)}}}\n"
+        f"custodian: Test\nlicence: test\nsource: {{path: {source}}}\n", encoding="utf-8")
+    with planning_database(tmp_path_factory.mktemp("attack_store")) as settings:
+        load(read_definition(folder / "evil_points.yml"), settings)
+        serve = tmp_path_factory.mktemp("attack_serve")
+        with sdi_server(settings, serve) as base:
+            yield Live(base, settings, serve)
+
+
+def get(url: str, **kwargs: Any) -> requests.Response:
+    return requests.get(url, timeout=60, **kwargs)
+
+
+def execute(live: Live, body: Any, **headers: str) -> requests.Response:
+    return requests.post(f"{live.url}/processes/{PROCESS_ID}/execution", timeout=300, headers=headers,
+                         data=body if isinstance(body, bytes | str) else json.dumps(body))
+
+
+# --- 1. stored script injection ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/collections/evil_points/items?f=html", "/collections/evil_points/items/1?f=html",
+                                  "/collections/evil_points?f=html", "/collections/catalogue/items/evil_points?f=html",
+                                  "/collections/catalogue/items?f=html&q=evil", "/collections?f=html"])
+def test_values_and_titles_cannot_close_a_script(live: Live, path: str) -> None:
+    page = get(f"{live.url}{path}")
+    assert page.status_code == 200, page.text[:300]
+    assert "</script><script>window.__pwned" not in page.text
+    assert "<img src=x onerror" not in page.text
+    scripts = page.text.split("<script")
+    for part in scripts[1:]:  # inside every script element: no markup from the data
+        body = part.split("</script>", 1)[0]
+        assert "window.__pwned" not in body or "\\u003c/script\\u003e" in body
+
+
+# --- 2. server-side requests on a client's behalf ----------------------------------------------------------------
+
+def test_subscriber_urls_are_refused_and_never_requested(live: Live) -> None:
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    listener = http.server.HTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for closed in (False, True):
+            target = f"http://127.0.0.1:{port if not closed else free_port()}/x"
+            answer = execute(live, {"inputs": {"limit": 1}, "subscriber": {"successUri": target}},
+                             Prefer="respond-async")
+            assert answer.status_code == 400 and "subscriber" in answer.json()["description"]
+        time.sleep(1)
+    finally:
+        listener.shutdown()
+    assert hits == []
+
+
+# --- 3. bounded work --------------------------------------------------------------------------------------------
+
+def test_a_whole_world_box_selects_every_feature_quickly(live: Live) -> None:
+    with psycopg.connect(live.settings.database_url) as conn:
+        (count,) = conn.execute("select count(*) from layers.synthetic_lots").fetchone() or (0,)
+    for params in ({"bbox": "-180,-90,180,90"},
+                   {"bbox": "-20037508,-20037508,20037508,20037508",
+                    "bbox-crs": "http://www.opengis.net/def/crs/EPSG/0/3857"}):
+        started = time.monotonic()
+        body = get(f"{live.url}/collections/synthetic_lots/items", params={"f": "json", "limit": 1, **params}).json()
+        assert body["numberMatched"] == count and body["numberReturned"] == 1
+        assert time.monotonic() - started < 5
+
+
+def test_criteria_and_bodies_are_bounded(live: Live) -> None:
+    many = {"id": "many", "title": {"en": "x"}, "candidates": {"layer": "synthetic_lots", "label": "lot_number"},
+            "constraints": [{"id": "zone", "any_of": [{"type": "min_area", "min_m2": i + 1} for i in range(1000)]}],
+            "scores": [{"id": "area", "type": "area", "weight": 1, "full_at_m2": 10, "zero_at_m2": 1}]}
+    started = time.monotonic()
+    answer = execute(live, {"inputs": {"criteria": many}})
+    assert answer.status_code == 400 and "any_of" in answer.json()["description"]
+    assert time.monotonic() - started < 5
+    huge = execute(live, {"inputs": {"district": "x" * 1_000_000}})
+    assert huge.status_code == 400 and "larger than" in huge.json()["description"]
+    assert execute(live, "[1, 2]").status_code == 400
+    assert execute(live, "[" * 10_000 + "]" * 10_000).status_code == 400
+    assert execute(live, '{"inputs": ' + '{"a": ' * 100 + "1" + "}" * 100 + "}").status_code == 400
+    assert execute(live, b"\xff\xfe not json").status_code == 400
+
+
+def test_dask_is_refused_over_http_without_a_scheduler(live: Live) -> None:
+    answer = execute(live, {"inputs": {"engine": "dask", "limit": 1}})
+    assert answer.status_code == 400 and "SDI_DASK_SCHEDULER" in answer.json()["description"]
+
+
+# --- 4. private jobs -----------------------------------------------------------------------------------------------
+
+def test_jobs_are_private_and_unguessable(live: Live) -> None:
+    created = execute(live, {"inputs": {"limit": 2}}, Prefer="respond-async")
+    assert created.status_code == 201, created.text
+    job_id = created.headers["Location"].rsplit("/", 1)[1]
+    assert get(f"{live.url}/jobs", params={"f": "json"}).json()["jobs"] == []
+    assert get(f"{live.url}/jobs/{job_id}", params={"f": "json"}).status_code == 200
+    for guess in (job_id[:-1] + ("0" if job_id[-1] != "0" else "1"), "1", "%00", job_id.upper()):
+        assert get(f"{live.url}/jobs/{guess}", params={"f": "json"}).status_code in (400, 404), guess
+    with psycopg.connect(live.settings.database_url) as conn:
+        stored = conn.execute("select parameters from sdi.jobs where identifier = %s", (job_id,)).fetchone()
+    assert stored is not None and stored[0] == {"limit": 2}
+
+
+def test_big_inputs_are_not_stored_with_the_job(live: Live) -> None:
+    zones = [f"Z{i:03d}" + "x" * 150 for i in range(200)]  # valid, but about 31 kB of inputs
+    criteria = {"id": "big", "title": {"en": "Big"}, "candidates": {"layer": "synthetic_lots", "label": "lot_number"},
+                "constraints": [{"id": "zone", "type": "in_zone", "layer": "synthetic_ozp_zones",
+                                 "where": {"column": "zone_code", "in": zones}}],
+                "scores": [{"id": "area", "type": "area", "weight": 1, "full_at_m2": 10, "zero_at_m2": 1}]}
+    created = execute(live, {"inputs": {"criteria": criteria, "limit": 1}}, Prefer="respond-async")
+    assert created.status_code == 201, created.text
+    job_id = created.headers["Location"].rsplit("/", 1)[1]
+    with psycopg.connect(live.settings.database_url) as conn:
+        stored = conn.execute("select parameters::text from sdi.jobs where identifier = %s", (job_id,)).fetchone()
+    assert stored is not None and len(stored[0]) < 1000 and "not stored" in stored[0]
+
+
+# --- 5. the process reads only published layers --------------------------------------------------------------------
+
+def test_the_process_reads_only_published_layers(live: Live) -> None:
+    with psycopg.connect(live.settings.database_url, autocommit=True) as conn:  # a table the catalogue never saw
+        conn.execute("create table layers.secret_lots as select * from layers.synthetic_lots limit 5")
+        conn.execute("grant select on layers.secret_lots to sdi_reader")
+    try:
+        assert get(f"{live.url}/collections/secret_lots", params={"f": "json"}).status_code == 404
+        with psycopg.connect(live.settings.database_url) as conn:
+            doc = conn.execute("select definition from sdi.layer where id = 'synthetic_lots'").fetchone()
+        assert doc is not None
+        criteria = {"id": "secret", "title": {"en": "x"}, "candidates": {"layer": "secret_lots", "label": "lot_number"},
+                    "scores": [{"id": "area", "type": "area", "weight": 1, "full_at_m2": 10, "zero_at_m2": 1}]}
+        answer = execute(live, {"inputs": {"criteria": criteria}})
+        assert answer.status_code == 400, answer.text
+        assert "secret_lots" in answer.json()["description"] and "published" in answer.json()["description"]
+        assert "lot_number" not in answer.text.split("description")[0]
+    finally:
+        with psycopg.connect(live.settings.database_url, autocommit=True) as conn:
+            conn.execute("drop table layers.secret_lots")
+
+
+# --- 8. malformed requests are 400s, never 500s -------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/metadata/%00.xml", "/jobs/%00", "/collections/catalogue/items/%00",
+                                  "/collections/%00/items", "/collections/catalogue/items?q=%00",
+                                  "/collections/synthetic_lots/items?filter=fid%3D1%00",
+                                  "/collections/catalogue/items?offset=99999999999999",
+                                  "/collections/synthetic_dem/coverage?bbox=nan,nan,nan,nan",
+                                  "/collections/synthetic_dem/coverage?bbox=1,2,3",
+                                  "/collections/synthetic_lots/items?bbox=1e400,0,1,1",
+                                  "/collections/synthetic_lots/items?limit=99999999999999999999"])
+def test_malformed_requests_are_400(live: Live, path: str) -> None:
+    answer = get(f"{live.url}{path}")
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert "Traceback" not in answer.text and "postgresql://" not in answer.text
+
+
+def test_client_errors_do_not_quote_postgresql(live: Live) -> None:
+    answer = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "lot_no = 5", "f": "json"})
+    assert answer.status_code == 400
+    text = answer.json()["description"]
+    assert "operator does not exist" not in text and "LINE" not in text and "^" not in text
+
+
+def test_no_traceback_reaches_the_server_log_for_client_errors(live: Live) -> None:
+    answer = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "x" * 21_000, "f": "json"})
+    assert answer.status_code == 400 and len(answer.text) < 2000
+    bad = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "(" * 5000, "f": "json"})
+    assert bad.status_code == 400
+    log = (live.folder / "server.log").read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in log, log[-3000:]
