@@ -10,7 +10,8 @@ it had been open (a lower bound of its duration).
   cycling through its URLs) back to back, reading every body to the end.
 * :func:`probe_process`: open loop: every ``interval`` s, one request to each probe URL on a new connection
   (so the probes reach every uvicorn worker), whether or not the previous ones have answered; at most
-  :data:`PROBE_CAP` unanswered per URL (a tick beyond that is recorded as ``skipped``).
+  :data:`PROBE_CAP` unanswered per URL (a tick beyond that is recorded as ``skipped``); none in the last
+  :data:`PROBE_TAIL_S` of the run, so a probe open at the stop has had at least that long to answer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+CONNECT_TIMEOUT_S = 10.0  #: a connection the server does not accept within this long is an error
 PROBE_CAP = 32  #: most unanswered probes per URL
+PROBE_TAIL_S = 1.0  #: the probe sends nothing in the last second of a run (each probe has ≥ 1 s to answer)
 READ_CHUNK = 1 << 16
 OUTCOMES = ("complete", "incomplete", "error", "aborted", "skipped")
 
@@ -62,6 +65,17 @@ class Target:
         return {"Accept": "application/geo+json, application/json;q=0.9, */*;q=0.8",
                 "Accept-Encoding": self.accept_encoding, "Connection": "keep-alive" if keep_alive else "close",
                 "User-Agent": "sdi-overload-bench"}
+
+
+class Connection(http.client.HTTPConnection):
+    """An HTTP connection whose connect is bounded by :data:`CONNECT_TIMEOUT_S` (reads by ``timeout``)."""
+
+    def connect(self) -> None:
+        """Connect (bounded), then switch the socket to the read timeout."""
+        sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
+        self.sock = sock
 
 
 class _Open:
@@ -144,7 +158,7 @@ def heavy_process(target: Target, plans: list[list[tuple[str, str]]], start_at: 
     lock = threading.Lock()
 
     def client(plan: list[tuple[str, str]]) -> None:
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=request_timeout)
+        conn = Connection(target.host, target.port, timeout=request_timeout)
         opened.add(conn)
         mine: list[Record] = []
         i = 0
@@ -168,13 +182,14 @@ def heavy_process(target: Target, plans: list[list[tuple[str, str]]], start_at: 
     _ender(opened, end_at, threads)
     for thread in threads:
         thread.join(timeout=5)
-    out.put(records)
+    out.put((records, time.process_time()))
 
 
 def probe_process(target: Target, probes: list[tuple[str, list[str]]], start_at: float, end_at: float,
                   interval: float, request_timeout: float, out: mp.Queue[Any]) -> None:
-    """The probe: every ``interval`` s from ``start_at`` to ``end_at``, one request per (kind, urls) on a new
-    connection (cycling through ``urls``), staggered across the interval; puts its records on ``out``."""
+    """The probe: every ``interval`` s from ``start_at`` until :data:`PROBE_TAIL_S` before ``end_at``, one
+    request per (kind, urls) on a new connection (cycling through ``urls``), staggered across the interval;
+    probes still unanswered at ``end_at`` are aborted. Puts its records on ``out``."""
     _reset_signals()
     opened = _Open()
     records: list[Record] = []
@@ -183,7 +198,7 @@ def probe_process(target: Target, probes: list[tuple[str, list[str]]], start_at:
     threads: list[threading.Thread] = []
 
     def one(kind: str, url: str) -> None:
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=request_timeout)
+        conn = Connection(target.host, target.port, timeout=request_timeout)
         opened.add(conn)
         try:
             record = _request(conn, target, kind, url, False, opened.halt)
@@ -202,7 +217,7 @@ def probe_process(target: Target, probes: list[tuple[str, list[str]]], start_at:
         for n, (kind, urls) in enumerate(probes):
             at = start_at + tick * interval + n * interval / len(probes)
             time.sleep(max(0.0, at - time.monotonic()))
-            if opened.halt.is_set() or time.monotonic() >= end_at:
+            if opened.halt.is_set() or time.monotonic() >= end_at - PROBE_TAIL_S:
                 break
             url = urls[tick % len(urls)]
             with lock:
@@ -224,7 +239,7 @@ def probe_process(target: Target, probes: list[tuple[str, list[str]]], start_at:
     for thread in threads:
         thread.join(timeout=5)
     with lock:
-        out.put(list(records))
+        out.put((list(records), time.process_time()))
 
 
 class Processes:
@@ -235,16 +250,19 @@ class Processes:
         ctx = mp.get_context("fork")
         self.queue: mp.Queue[Any] = ctx.Queue()
         self.procs = [ctx.Process(target=fn, args=(*args, self.queue), daemon=True) for fn, args in jobs]
+        self.cpu_s = 0.0  #: CPU seconds the processes used (known after :meth:`collect`)
         for proc in self.procs:
             proc.start()
 
     def collect(self, timeout: float) -> list[Record]:
-        """Wait for every process's records; processes still alive after ``timeout`` s are terminated."""
+        """Wait for every process's records (and CPU time); processes alive after ``timeout`` s are terminated."""
         records: list[Record] = []
         deadline = time.monotonic() + timeout
         try:
             for _ in self.procs:
-                records.extend(self.queue.get(timeout=max(1.0, deadline - time.monotonic())))
+                mine, cpu = self.queue.get(timeout=max(1.0, deadline - time.monotonic()))
+                records.extend(mine)
+                self.cpu_s += cpu
         finally:
             self.stop(max(1.0, deadline - time.monotonic()))
         return records

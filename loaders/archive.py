@@ -1,4 +1,4 @@
-"""Zipped inputs: a ``.zip`` holding any supported dataset, possibly another zip or a KMZ.
+"""Zipped inputs: a ``.zip`` holding any supported dataset (possibly another zip or a KMZ), and a KMZ's document.
 
 The zip is extracted to a scratch folder within the source's :class:`~loaders.limits.Budget` (member size,
 total size across every nested archive, nesting depth). With one dataset inside, it is read (and
@@ -17,7 +17,7 @@ from pathlib import Path
 import geopandas as gpd
 
 from loaders.formats import _JSON_SUFFIXES, _first_line, _layers, _listing, read_other
-from loaders.limits import Budget
+from loaders.limits import Budget, refuse_special_members
 from loaders.report import LoadReport
 from sdi.errors import SdiError, SourceFormatError
 from sdi.layerdef import LayerDefinition
@@ -65,6 +65,27 @@ def _pick_member(zip_path: Path, datasets: list[str], layer: str | None) -> tupl
                             f"set source.layer to '<path in zip>' or '<path in zip>:<layer>'")
 
 
+def kmz_document(path: Path, budget: Budget) -> bytes:
+    """The KML document of a KMZ (``doc.kml``, else the first ``.kml``), read within ``budget``.
+
+    Every ``.kml`` member is decompressed (and counted), so that whichever one GDAL reads next has been
+    checked against the limits; only the document is kept.
+    """
+    with budget.archive(path), zipfile.ZipFile(path) as kmz:
+        infos = kmz.infolist()
+        refuse_special_members(path, infos)
+        kml = [i for i in infos if i.filename.lower().endswith(".kml")]
+        if not kml:
+            raise SourceFormatError(f"{path}: KMZ has no .kml inside (contains: {_listing(kmz.namelist())})")
+        chosen = next((i for i in kml if i.filename == "doc.kml"), kml[0])
+        budget.check_listing(path, kml)
+        document = b""
+        for info in kml:
+            data = budget.read(kmz, info, path)
+            document = data if info is chosen else document
+        return document
+
+
 def read_zip(path: Path, definition: LayerDefinition, report: LoadReport, budget: Budget) -> gpd.GeoDataFrame:
     """Extract a zip within ``budget`` and read the dataset ``source.layer`` picks (or the only one).
 
@@ -92,7 +113,7 @@ def read_zip(path: Path, definition: LayerDefinition, report: LoadReport, budget
         sha256 = report.source_sha256
         try:
             frame = (read_other(inner, inner_def, report, budget) if inner.is_dir()
-                     else read_source(inner_def, report, budget=budget))
+                     else read_source(inner_def, report, budget))
         except SdiError as exc:
             raise type(exc)(str(exc).replace(str(Path(scratch).resolve()), str(path))
                             .replace(scratch, str(path))) from exc

@@ -15,9 +15,10 @@ GeoPackage, ... go through the generic reader in :mod:`loaders.read`).
 - **Esri JSON** (content ``"geometryType"`` or ``"features"`` with ``"attributes"``): the CRS comes
   from ``spatialReference`` — ESRI wkids 102140 → EPSG:2326, 102100/102113/900913 → EPSG:3857, or
   any EPSG code; an unknown wkid is an error unless ``source.crs`` is declared.
-- **Zip** (``.zip``): extracted to a scratch folder. With one dataset inside, it is read (and
-  ``source.layer`` is its layer). With several, ``source.layer`` is ``"<path in zip>"`` or
-  ``"<path in zip>:<layer>"`` (the path may be just the file name when that is unique).
+- **Zip** (``.zip``): see :mod:`loaders.archive`.
+
+Archives (zip, KMZ) are read within the source's :class:`~loaders.limits.Budget`; a structure nested too
+deeply for the parsers (JSON arrays, KML folders) is refused with one line rather than a traceback.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,9 @@ from pyogrio.errors import DataLayerError, DataSourceError
 from pyproj import CRS
 from pyproj.exceptions import CRSError as PyprojCRSError
 
+from loaders.limits import Budget, dataset_files, open_regular
 from loaders.report import LoadReport
-from sdi.errors import CrsError, SdiError, SourceFormatError
+from sdi.errors import CrsError, SourceFormatError
 from sdi.layerdef import LayerDefinition
 
 #: File suffixes this module reads itself (lower case, with the dot).
@@ -51,8 +53,6 @@ SUFFIXES: frozenset[str] = frozenset({".kml", ".kmz", ".topojson", ".gpx", ".gdb
 #: ESRI well-known ids that are not EPSG codes, and their EPSG equivalents.
 ESRI_WKIDS: dict[int, int] = {102140: 2326, 102100: 3857, 102113: 3857, 900913: 3857}
 _JSON_SUFFIXES = {".json", ".geojson", ".topojson", ".esrijson"}
-_ZIP_DATASETS = {".shp", ".gpkg", ".geojson", ".json", ".topojson", ".kml", ".kmz", ".gpx", ".csv", ".tsv",
-                 ".fgb", ".gml", ".sqlite", ".zip", ".gdb"}
 _GPX_MAIN = ("waypoints", "routes", "tracks")
 #: Arrow → pandas types keeping integers and booleans with NULLs (as in :mod:`loaders.read`).
 _NULLABLE = {pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
@@ -60,27 +60,36 @@ _NULLABLE = {pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(
 _TOPOLOGY = re.compile(rb'"type"\s*:\s*"Topology"')
 
 
-def read_other(path: Path, definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataFrame | None:
+def read_other(path: Path, definition: LayerDefinition, report: LoadReport,
+               budget: Budget | None = None) -> gpd.GeoDataFrame | None:
     """Read ``path`` if it is one of this module's formats; return ``None`` to use the generic reader.
+
+    Parameters
+    ----------
+    budget
+        What reading this source may still unpack from archives (default: a fresh one with default limits).
 
     Raises
     ------
     SourceFormatError
-        Unreadable content, nothing to load, or an ambiguous/unknown layer choice.
+        Unreadable content, nothing to load, an ambiguous/unknown layer choice, or a limit passed.
     CrsError
         An Esri JSON ``spatialReference`` that maps to no EPSG code (and no ``source.crs``).
     """
+    budget = budget if budget is not None else Budget()
     suffix = path.suffix.lower()
     if suffix in (".kml", ".kmz"):
-        return _read_kml(path, definition, report)
+        return _read_kml(path, definition, report, budget)
     if suffix == ".zip":
-        return _read_zip(path, definition, report)
+        from loaders.archive import read_zip  # archive imports this module
+
+        return read_zip(path, definition, report, budget)
     if suffix == ".gpx":
         return _read_layered(path, definition, report, "GPX", _GPX_MAIN)
     if suffix == ".gdb" and path.is_dir():
         return _read_layered(path, definition, report, "File Geodatabase", None)
     if suffix in _JSON_SUFFIXES and path.is_file():
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             head = fh.read(1 << 16)
         if _TOPOLOGY.search(head):
             return _read_layered(path, definition, report, "TopoJSON", None)
@@ -96,13 +105,19 @@ def is_dataset_dir(path: Path) -> bool:
 
 
 def dataset_sha256(path: Path) -> str:
-    """SHA-256 of a file, or of a dataset folder (each file's relative path and bytes, in name order)."""
+    """SHA-256 of a file, or of a dataset folder (each file's relative path and bytes, in name order).
+
+    Raises
+    ------
+    SourceFormatError
+        When the file, or anything in the folder, is a FIFO, device or socket (none is opened).
+    """
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = dataset_files(path) if path.is_dir() else [path]
     for file in files:
         if path.is_dir():
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as fh:
+        with open_regular(file) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -196,9 +211,13 @@ def _read_esrijson(path: Path, definition: LayerDefinition, report: LoadReport) 
         except (DataSourceError, DataLayerError, OSError):
             pass  # the JSON check below names the problem
     try:
-        data = json.loads(path.read_bytes())
+        with open_regular(path) as fh:
+            data = json.loads(fh.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise SourceFormatError(f"{path}: Esri JSON is not valid JSON ({_first_line(exc)})") from exc
+    except RecursionError as exc:  # the C scanner recurses once per level of nesting
+        raise SourceFormatError(f"{path}: Esri JSON is nested too deeply to read (arrays or objects nested "
+                                f"hundreds of levels deep)") from exc
     frame = _read_layer(path, 0)
     report.driver = "ESRIJSON"
     ref = _spatial_reference(data)
@@ -226,24 +245,22 @@ def _local(tag: object) -> str:
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
-def _kml_tree(path: Path) -> ET.Element:
+def _kml_tree(path: Path, budget: Budget) -> ET.Element:
     try:
         if path.suffix.lower() == ".kmz":
-            with zipfile.ZipFile(path) as kmz:
-                names = [n for n in kmz.namelist() if n.lower().endswith(".kml")]
-                if not names:
-                    raise SourceFormatError(f"{path}: KMZ has no .kml inside (contains: {_listing(kmz.namelist())})")
-                inner = "doc.kml" if "doc.kml" in names else names[0]
-                return ET.fromstring(kmz.read(inner))
-        return ET.parse(path).getroot()
+            from loaders.archive import kmz_document  # archive imports this module
+
+            return ET.fromstring(kmz_document(path, budget))
+        with open_regular(path) as fh:
+            return ET.parse(fh).getroot()
     except ET.ParseError as exc:
         raise SourceFormatError(f"{path}: KML is not well-formed XML ({exc})") from exc
-    except zipfile.BadZipFile as exc:
-        raise SourceFormatError(f"{path}: KMZ is not a valid zip file") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise SourceFormatError(f"{path}: KMZ is not a valid zip file ({_first_line(exc)})") from exc
 
 
-def _read_kml(path: Path, definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataFrame:
-    root = _kml_tree(path)
+def _read_kml(path: Path, definition: LayerDefinition, report: LoadReport, budget: Budget) -> gpd.GeoDataFrame:
+    root = _kml_tree(path, budget)
     raw = sum(1 for e in root.iter() if _local(e.tag) == "Placemark")
     links = sum(1 for e in root.iter() if _local(e.tag) == "NetworkLink")
     if links:
@@ -272,7 +289,11 @@ def _read_kml(path: Path, definition: LayerDefinition, report: LoadReport) -> gp
     report.warn(f"GDAL read {read} of {raw} KML placemarks{gdal_error}; all {raw} read with the built-in "
                 f"KML parser instead")
     report.driver = "KML (built-in parser)"
-    return _parse_placemarks(root, path, report)
+    try:
+        return _parse_placemarks(root, path, report)
+    except RecursionError as exc:  # _walk and _geometry recurse once per nested Folder or MultiGeometry
+        raise SourceFormatError(f"{path}: KML is nested too deeply to read (Folders or MultiGeometry nested "
+                                f"hundreds of levels deep)") from exc
 
 
 def _walk(element: ET.Element, container: str) -> Iterator[tuple[ET.Element, str]]:

@@ -139,7 +139,7 @@ def refuse_special_members(path: Path, infos: list[zipfile.ZipInfo]) -> None:
 def _refuse_special(path: Path, mode: int, where: str) -> None:
     kind = _SPECIAL.get(stat.S_IFMT(mode))
     if kind is not None:
-        raise SourceFormatError(f"{path}: {where}is {kind}; refused: only regular files are read")
+        raise SourceFormatError(f"{path}: {where or 'it '}is {kind}; refused: only regular files are read")
 
 
 def check_sidecars(path: Path) -> None:
@@ -156,7 +156,7 @@ def check_sidecars(path: Path) -> None:
                 mode = entry.stat().st_mode  # follows links: a link to /dev/zero is a device
             except OSError:
                 continue
-            _refuse_special(Path(entry.path), mode, "")
+            _refuse_special(path, mode, f"{entry.name} beside it ")
 
 
 def dataset_files(folder: Path) -> list[Path]:

@@ -11,6 +11,7 @@ import geopandas as gpd
 
 from loaders import attributes, geometry
 from loaders.layer import NormalisedLayer
+from loaders.limits import Budget, Limits
 from loaders.raster import RASTER_SUFFIXES, load_raster
 from loaders.read import read_source, resolve_crs
 from loaders.report import LoadReport
@@ -26,9 +27,14 @@ from sdi.settings import Settings
 Stage = Callable[[str], None]
 
 
-def read(definition: LayerDefinition, report: LoadReport) -> tuple[gpd.GeoDataFrame, int]:
-    """Read the source and settle its CRS; return the frame and the source EPSG code."""
-    frame = read_source(definition, report)
+def read(definition: LayerDefinition, report: LoadReport,
+         limits: Limits | None = None) -> tuple[gpd.GeoDataFrame, int]:
+    """Read the source and settle its CRS; return the frame and the source EPSG code.
+
+    ``limits`` caps what reading may cost (archive sizes and depth, table width); default: the defaults of
+    :class:`~sdi.settings.Settings`.
+    """
+    frame = read_source(definition, report, Budget(limits if limits is not None else Limits()))
     report.features_read = len(frame)
     raw = resolve_crs(frame, definition, report)
     return raw.frame, raw.source_epsg
@@ -114,7 +120,7 @@ def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = Fal
             stage(name)
 
     timed("read")
-    frame, source_epsg = read(definition, report)
+    frame, source_epsg = read(definition, report, Limits.from_settings(settings))
     timed("normalise")
     as_read = copy.deepcopy(report)  # what reading found, for a second normalising pass
     layer = normalise(frame, source_epsg, definition, report, defer_reprojection=not dry_run)

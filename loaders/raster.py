@@ -45,6 +45,7 @@ from rasterio.io import DatasetReader
 from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 
+from loaders.limits import check_sidecars
 from loaders.read import declared_crs, sha256_file
 from loaders.report import LoadReport
 from loaders.write import lineage
@@ -104,9 +105,14 @@ def _number(value: float | None) -> float | str | None:
 
 @contextmanager
 def _open(path: Path, label: str) -> Iterator[DatasetReader]:
-    """Open a raster; missing, unreadable or corrupt files give one-line errors."""
-    if not path.is_file():
+    """Open a raster; missing, unreadable or corrupt files, and special files beside it, give one-line errors."""
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise SourceNotFoundError(f"{label}: source.path: cannot use {str(path)[:120]!r}: {exc.strerror}") from exc
+    if not is_file:
         raise SourceNotFoundError(f"{label}: source file {path} does not exist or is not a file")
+    check_sidecars(path)  # GDAL opens <stem>.aux.xml, .prj, .ovr, ...: none may be a FIFO or a device
     if path.stat().st_size == 0:
         raise SourceFormatError(f"{path}: file is empty (0 bytes)")
     try:

@@ -25,6 +25,7 @@ from pyogrio.errors import DataLayerError, DataSourceError
 
 from loaders import formats, tables
 from loaders.encoding import LDID_CODECS, dbf_ldid, guess_codec, normalise_codec, read_cpg
+from loaders.limits import Budget, check_sidecars, dataset_files, open_regular
 from loaders.report import LoadReport
 from loaders.tables import SPREADSHEET_SUFFIXES, TABLE_SUFFIXES
 from sdi.crs import guess_from_bounds, parse_crs
@@ -48,7 +49,7 @@ class RawLayer:
 def sha256_file(path: Path) -> str:
     """Return the SHA-256 hex digest of a file."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -62,14 +63,22 @@ def _sidecar(path: Path, suffix: str) -> Path | None:
 
 
 def _check_file(path: Path, label: str) -> None:
-    if not path.exists():
+    """Refuse a missing or unreadable source, anything but a regular file or a dataset folder (a FIFO or a
+    device would block or never end), and special files among its sidecars or inside the folder."""
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise SourceNotFoundError(f"{label}: source.path: cannot use {str(path)[:120]!r}: {exc.strerror}") from exc
+    if not exists:
         raise SourceNotFoundError(f"{label}: source file {path} does not exist")
     if formats.is_dataset_dir(path):  # a .gdb folder is one dataset
+        dataset_files(path)
         return
     if not path.is_file():
         raise SourceNotFoundError(f"{label}: source {path} is not a file")
+    check_sidecars(path)
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             fh.read(1)
     except OSError as exc:
         raise SourceNotFoundError(f"{label}: cannot read source file {path}: {exc.strerror}") from exc
@@ -245,24 +254,41 @@ def _dbf_codec(shp: Path, dbf: Path, definition: LayerDefinition) -> tuple[str |
     return None, ""
 
 
-def read_source(definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataFrame:
+def read_source(definition: LayerDefinition, report: LoadReport, budget: Budget | None = None) -> gpd.GeoDataFrame:
     """Read the definition's source into a GeoDataFrame (CRS as found in the file, possibly none).
+
+    Parameters
+    ----------
+    budget
+        The limits of reading this source and what nested archives have used of them (default: a fresh
+        budget with the default :class:`~loaders.limits.Limits`).
 
     Raises
     ------
     SourceNotFoundError
         The file does not exist or cannot be read.
     SourceFormatError
-        Unknown format, corrupt or empty file, or an ambiguous layer choice.
+        Unknown format, corrupt or empty file, an ambiguous layer choice, a special file (FIFO, device,
+        socket) among its files, or a limit passed (archive sizes and depth, table width, nesting).
     """
     path = definition.source_path
+    budget = budget if budget is not None else Budget()
     _check_file(path, definition.label)
+    try:
+        return _read_source(path, definition, report, budget)
+    except RecursionError as exc:  # a parser that recurses per level of nesting, on a hostile file
+        raise SourceFormatError(f"{path}: nested too deeply to read (hundreds of levels of arrays, objects "
+                                f"or elements)") from exc
+
+
+def _read_source(path: Path, definition: LayerDefinition, report: LoadReport, budget: Budget) -> gpd.GeoDataFrame:
+    """:func:`read_source` once the path is checked: dispatch on the format."""
     report.source_sha256 = formats.dataset_sha256(path)  # the file's digest; a .gdb folder's files in order
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         report.driver = "spreadsheet (xlsx)" if suffix in SPREADSHEET_SUFFIXES else "delimited text"
-        return tables.read_table(path, definition, report)
-    special = None if suffix == ".shp" else formats.read_other(path, definition, report)
+        return tables.read_table(path, definition, report, budget.limits)
+    special = None if suffix == ".shp" else formats.read_other(path, definition, report, budget)
     if special is not None:
         frame = special
     elif suffix == ".shp":

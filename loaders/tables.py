@@ -4,7 +4,8 @@ GDAL cannot open the UTF-16 "CSV" files departments publish, so tables are read 
 encoding comes from ``source.encoding``, a byte-order mark, the NUL-byte pattern of UTF-16 without a
 BOM, or strict decoding (UTF-8, then Big5-HKSCS); the delimiter is the one that splits the first
 records into the same number of fields (quotes respected). Workbooks are read with openpyxl; the
-sheet is ``source.layer`` or the only non-empty one.
+sheet is ``source.layer`` or the only non-empty one. A header wider than ``SDI_MAX_TABLE_COLUMNS`` is
+refused before pandas parses the table (see :mod:`loaders.table_files`, which reads the files).
 
 Coordinate columns come from ``source.coordinates`` or are recognised by name in English or Chinese,
 whatever the case, spacing, brackets or units (``EASTING``, ``Easting (m)``, ``坐標東``, ``東坐標``,
@@ -19,21 +20,19 @@ further apart than :data:`CROSSCHECK_TOLERANCE_M` are flagged in ``coord_mismatc
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import re
 import unicodedata
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from loaders.encoding import normalise_codec
+from loaders.limits import Limits
 from loaders.report import LoadReport
+from loaders.table_files import detect_delimiter as detect_delimiter
+from loaders.table_files import detect_encoding as detect_encoding
+from loaders.table_files import read_delimited, read_spreadsheet
 from sdi.crs import HK_GRID, guess_from_bounds, parse_crs, reprojection
 from sdi.errors import SourceFormatError
 from sdi.layerdef import LayerDefinition
@@ -69,7 +68,6 @@ _KIND_LABEL = {"grid": "easting/northing", "lonlat": "longitude/latitude", "xy":
 _DMS = (r"""^\s*(?P<h1>[NSEWnsew])?\s*(?P<sign>[-+])?(?P<d>\d+(?:\.\d+)?)\s*(?:[°º˚:]|\s)\s*"""
         r"""(?:(?P<m>\d+(?:\.\d+)?)\s*(?:['′’:]|\s)?\s*(?:(?P<s>\d+(?:\.\d+)?)\s*(?:"|″|”|''|′′)?)?)?"""
         r"""\s*(?P<h2>[NSEWnsew])?\s*$""")
-_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 def _name_keys(name: str) -> tuple[list[str], bool]:
@@ -125,136 +123,6 @@ def find_coordinate_columns(columns: list[str]) -> tuple[str, str, str] | None:
     pairs = coordinate_pairs(columns)
     kind = next((k for k in _KINDS if k in pairs), None)
     return None if kind is None else (*pairs[kind], kind)
-
-
-def detect_encoding(raw: bytes) -> tuple[str, str]:
-    """Return ``(codec, how)`` for raw table bytes: a BOM, UTF-16 NUL pattern, strict UTF-8, else Big5-HKSCS.
-
-    Raises
-    ------
-    SourceFormatError
-        When no candidate decodes the bytes.
-    """
-    for bom, codec in _BOMS:
-        if raw.startswith(bom):
-            return codec, "byte-order mark"
-    head = raw[:4096]
-    even, odd = head[0::2].count(0), head[1::2].count(0)
-    if even + odd > len(head) // 4:
-        return ("utf-16-be" if even > odd else "utf-16-le"), "NUL byte pattern (UTF-16 without BOM)"
-    for codec in ("utf-8", "big5hkscs"):
-        try:
-            raw.decode(codec)
-        except UnicodeDecodeError:
-            continue
-        return codec, "strict decoding"
-    raise SourceFormatError("text is neither UTF-8, UTF-16 nor Big5-HKSCS; set source.encoding")
-
-
-def detect_delimiter(text: str) -> str:
-    """Return the delimiter (tab, comma, semicolon or pipe) that splits the first records most consistently.
-
-    Quoted fields are respected, so tabs or commas inside quotes do not count.
-    """
-    sample = text[:65536]
-    if len(text) > len(sample) and "\n" in sample:
-        sample = sample[: sample.rindex("\n")]
-    best, best_score = ",", (0.0, 0)
-    for delimiter in "\t,;|":
-        counts = [len(r) for _, r in zip(range(50), csv.reader(io.StringIO(sample), delimiter=delimiter), strict=False)
-                  if r]
-        if not counts or counts[0] < 2:
-            continue
-        score = (sum(c == counts[0] for c in counts) / len(counts), counts[0])
-        if score > best_score:
-            best, best_score = delimiter, score
-    return best
-
-
-def _read_delimited(path: Path, definition: LayerDefinition, report: LoadReport) -> pd.DataFrame:
-    raw = path.read_bytes()
-    if definition.source.encoding:
-        codec, how = normalise_codec(definition.source.encoding), "declared in source.encoding"
-    else:
-        try:
-            codec, how = detect_encoding(raw)
-        except SourceFormatError as exc:
-            raise SourceFormatError(f"{path}: {exc}") from exc
-    try:
-        text = raw.decode(codec)
-    except UnicodeDecodeError as exc:
-        raise SourceFormatError(f"{path}: cannot decode as {codec}: byte {exc.start}") from exc
-    text = text.lstrip("\ufeff")
-    delimiter = detect_delimiter(text)
-    report.encoding = codec
-    report.note(f"table decoded as {codec} ({how}); delimiter {delimiter!r}")
-    try:
-        return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, quotechar='"')
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise SourceFormatError(f"{path}: not a readable table: {str(exc).splitlines()[0]}") from exc
-
-
-def _read_spreadsheet(path: Path, definition: LayerDefinition, report: LoadReport) -> pd.DataFrame:
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise SourceFormatError(f"{path}: not a readable xlsx workbook ({exc})") from exc
-    try:
-        names = list(book.sheetnames)
-        filled = [ws.title for ws in book.worksheets
-                  if any(v not in (None, "") for row in ws.iter_rows(values_only=True) for v in row)]
-    finally:
-        book.close()
-    sheet = definition.source.layer
-    if sheet is not None and sheet not in names:
-        raise SourceFormatError(f"{definition.label}: source.layer {sheet!r}: no such sheet in {path.name} "
-                                f"(sheets: {', '.join(names)})")
-    if sheet is None:
-        if not filled:
-            raise SourceFormatError(f"{path}: every sheet is empty ({', '.join(names)})")
-        if len(filled) > 1:
-            raise SourceFormatError(f"{definition.label}: {path.name} has {len(filled)} non-empty sheets "
-                                    f"({', '.join(filled)}); set source.layer to the sheet to load")
-        sheet = filled[0]
-    frame = pd.read_excel(path, sheet_name=sheet, engine="openpyxl", dtype=object)
-    report.note(f"table read from sheet {sheet!r} of {path.name} ({len(names)} sheets)")
-    mixed = []
-    for column in frame.columns:
-        frame[column], was_mixed = _spreadsheet_column(frame[column])
-        if was_mixed:
-            mixed.append(str(column))
-    if mixed:
-        report.note(f"{len(mixed)} spreadsheet columns mix text with numbers or dates: kept as text "
-                    f"({', '.join(mixed)})")
-    return frame
-
-
-def _spreadsheet_column(series: pd.Series) -> tuple[pd.Series, bool]:
-    """Give a spreadsheet column one type: text, numbers, booleans or datetimes; mixed columns become text."""
-    present = series.dropna()
-    kinds = {type(v) for v in present}
-    if not present.empty and kinds <= {int, float} | {bool}:
-        if kinds == {bool}:
-            return series.astype("boolean"), False
-        if bool not in kinds:
-            numbers = pd.to_numeric(series)
-            integral = kinds == {int}
-            return (numbers.astype("Int64") if integral else numbers.astype("float64")), False
-    if not present.empty and all(isinstance(v, pd.Timestamp | np.datetime64) or hasattr(v, "isoformat")
-                                 for v in present) and str not in kinds:
-        return pd.to_datetime(series), False
-
-    def text(v: Any) -> Any:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return None
-        if isinstance(v, float) and v.is_integer():
-            return str(int(v))
-        return v.isoformat() if hasattr(v, "isoformat") else str(v)
-
-    return series.map(text).astype(object), len(kinds) > 1
 
 
 def _blank(series: pd.Series) -> pd.Series:
@@ -360,22 +228,30 @@ def _check_swapped(xs: pd.Series, ys: pd.Series, x: str, y: str, kind: str, wher
                                     f"swapped (northing in {x!r}); {fix}")
 
 
-def read_table(path: Path, definition: LayerDefinition, report: LoadReport) -> gpd.GeoDataFrame:
+def read_table(path: Path, definition: LayerDefinition, report: LoadReport,
+               limits: Limits | None = None) -> gpd.GeoDataFrame:
     """Read a delimited text file or xlsx sheet and build point geometries from its coordinate columns.
 
     The result has no CRS: the caller settles it from ``source.crs`` or the coordinate ranges.
     Rows whose coordinates are missing or not numbers keep a null geometry, to be dropped and
     counted by the normaliser (and a warning here names the first bad value).
 
+    Parameters
+    ----------
+    limits
+        ``table_columns`` caps the header's width (default: ``SDI_MAX_TABLE_COLUMNS``'s default).
+
     Raises
     ------
     SourceFormatError
-        Unreadable file, ambiguous sheet, no coordinate columns, or columns that are visibly swapped.
+        Unreadable file, a header wider than the limit, ambiguous sheet, no coordinate columns, or
+        columns that are visibly swapped.
     """
+    limits = limits if limits is not None else Limits()
     if path.suffix.lower() in SPREADSHEET_SUFFIXES:
-        frame = _read_spreadsheet(path, definition, report)
+        frame = read_spreadsheet(path, definition, report, limits)
     else:
-        frame = _read_delimited(path, definition, report)
+        frame = read_delimited(path, definition, report, limits)
     frame, blank = _tidy(frame, report)
     x, y, kind, how = _choose_columns(frame, definition, path)
     degrees = kind in ("lonlat", "declared", "xy")

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
 
-from sdi.errors import DatabaseUnavailableError, SdiError
+from sdi.errors import ConfigError, DatabaseUnavailableError, SdiError
 from sdi.settings import Settings
 
 EXTENSIONS = ("postgis", "pg_trgm")
@@ -26,13 +26,67 @@ _LOCK_KEY = 0x5D1_2326  # advisory lock serialising migrations
 WRITABLE_BY_READER = ("sdi.jobs",)
 
 
+#: ``scheme://`` at the start of a URL-style connection string.
+_SCHEME = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+#: ``user:password@`` after the scheme; the password runs to the last ``@`` of the unbroken text, so a
+#: password holding ``@``, ``/`` or ``?`` is masked whole (the rest of the URL may be masked with it).
+_USERINFO = re.compile(r"(?P<keep>^\s*[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>\S*)(?=@)")
+#: ``password=`` or ``sslpassword=`` parameters in a URL's query string.
+_QUERY = re.compile(r"(?P<keep>[?&](?:ssl)?password=)(?P<secret>[^&#\s]*)", re.IGNORECASE)
+#: ``password=...`` (or ``sslpassword``) in a keyword/value string, quoted (``'a b\'c'``) or not; a malformed
+#: ``password secret`` (no ``=``) is masked too.
+_KEYWORD = re.compile(r"(?P<keep>(?:^|(?<=\s))(?:ssl)?password(?:\s*=\s*|\s+))"
+                      r"(?P<secret>'(?:[^'\\]|\\.)*(?:'|$)|[^\s']\S*)", re.IGNORECASE)
+_MASK = "***"
+
+
+def _patterns(url: str) -> tuple[re.Pattern[str], ...]:
+    return (_USERINFO, _QUERY) if _SCHEME.match(url) else (_KEYWORD,)
+
+
 def redact(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
+    """Return a connection string with every password replaced by ``***``.
+
+    Masks the password of a URL's user information (``postgresql://user:pw@host/db``), ``password=`` and
+    ``sslpassword=`` query parameters (``...?password=pw``), and ``password=...`` in a keyword/value string
+    (``host=h password=pw``, ``password='a b'``), whatever the case of the keyword.
+
+    Parameters
+    ----------
+    url
+        A libpq connection string, URL or keyword/value form, possibly malformed.
+
+    Returns
+    -------
+    str
+        ``url`` with each password replaced by ``***``; everything else is kept.
+    """
+    for pattern in _patterns(url):
+        url = pattern.sub(lambda m: m.group("keep") + _MASK, url)
     return url
+
+
+def _secrets(url: str) -> set[str]:
+    """The passwords in a connection string, as written and decoded (quotes and %-escapes removed)."""
+    found: set[str] = set()
+    for pattern in _patterns(url):
+        for match in pattern.finditer(url):
+            raw = match.group("secret")
+            found |= {raw, raw.strip("'").replace("\\'", "'").replace("\\\\", "\\"), unquote(raw)}
+    return {s for s in found if s}
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message about ``url``) with ``url``'s passwords masked wherever they appear.
+
+    libpq quotes parts of a malformed connection string in its messages (``invalid percent-encoded
+    token: "..."``); any password of ``url`` of four or more characters, or quoted, is replaced by ``***``.
+    """
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(f'"{secret}"', f'"{_MASK}"')
+        if len(secret) >= 4:
+            text = text.replace(secret, _MASK)
+    return text
 
 
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
@@ -53,16 +107,19 @@ def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connecti
     ------
     DatabaseUnavailableError
         When the server is down, unreachable or refuses the connection.
+    ConfigError
+        When the connection string does not parse. Neither message shows a password.
     """
+    url = settings.database_url
     try:
-        return psycopg.connect(
-            settings.database_url, autocommit=autocommit, connect_timeout=settings.connect_timeout
-        )
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=settings.connect_timeout)
     except psycopg.OperationalError as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailableError(
-            f"database {redact(settings.database_url)} is unreachable: {detail}"
-        ) from exc
+        raise DatabaseUnavailableError(f"database {redact(url)} is unreachable: {scrub(detail, url)}") from None
+    except psycopg.Error as exc:  # libpq could not parse the string (ProgrammingError)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"database URL {redact(url)} (SDI_DATABASE_URL) is not a valid connection string: "
+                          f"{scrub(detail, url)}") from None
 
 
 @contextmanager

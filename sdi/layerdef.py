@@ -7,6 +7,8 @@ encoding, coordinate columns, field renames and types, primary key, geometry typ
 
 from __future__ import annotations
 
+import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,7 +22,10 @@ GeometryType = Literal[
     "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon", "Geometry"
 ]
 FieldType = Literal["text", "integer", "bigint", "float", "boolean", "date", "timestamp", "json"]
-LayerId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+LAYER_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+LayerId = Annotated[str, Field(pattern=LAYER_ID_PATTERN)]
+#: Longest ``source.layer`` (a layer or sheet name, or ``"<path in zip>:<layer>"``).
+MAX_LAYER_REF = 1024
 #: ISO 19115 MD_TopicCategoryCode values.
 TopicCategory = Literal[
     "farming", "biota", "boundaries", "climatologyMeteorologyAtmosphere", "economy", "elevation", "environment",
@@ -65,7 +70,7 @@ class Source(_Strict):
     """Where the data comes from; ``path`` is relative to the YAML file."""
 
     path: Path
-    layer: str | None = None
+    layer: Annotated[str, Field(min_length=1, max_length=MAX_LAYER_REF)] | None = None
     encoding: str | None = None
     crs: str | int | None = None
     coordinates: CoordinateColumns | None = None
@@ -158,11 +163,21 @@ def read_definition(path: Path | str) -> LayerDefinition:
     Raises
     ------
     LayerDefinitionError
-        When the file is not valid YAML, misses a key, has a key of the wrong type, or its ``id``
-        differs from its file name.
+        When the file is not a regular file (a FIFO would block), is not valid YAML or nests too deeply,
+        misses a key, has a key of the wrong type, or its ``id`` differs from its file name.
     """
     path = Path(path)
-    data = read_yaml(path, where=str(path), error=LayerDefinitionError, missing=LayerNotFoundError, what="layer file")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = stat.S_IFREG  # missing or unreadable: read_yaml names the problem
+    if not stat.S_ISREG(mode):
+        raise LayerDefinitionError(f"{path}: not a regular file; a layer definition is a YAML file")
+    try:
+        data = read_yaml(path, where=str(path), error=LayerDefinitionError, missing=LayerNotFoundError,
+                         what="layer file")
+    except RecursionError as exc:  # PyYAML composes nested collections recursively
+        raise LayerDefinitionError(f"{path}: not valid YAML: nested too deeply") from exc
     definition = parse_definition(data, where=str(path), yaml_path=path)
     if definition.id != path.stem:
         raise LayerDefinitionError(f"{path}: id: {definition.id!r} does not match the file name {path.stem!r}")
@@ -176,14 +191,37 @@ def definition_files(layers_dir: Path) -> list[Path]:
     return sorted(p for p in layers_dir.iterdir() if p.suffix in (".yml", ".yaml"))
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()``, but ``False`` for a name the file system refuses (too long, say)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _shown(ref: str, limit: int = 80) -> str:
+    return repr(ref if len(ref) <= limit else f"{ref[:limit]}… ({len(ref):,} characters)")
+
+
 def resolve(ref: str, layers_dir: Path) -> LayerDefinition:
-    """Find a layer by id (``layers_dir/<id>.yml``) or by a path to a YAML file."""
+    """Find a layer by id (``layers_dir/<id>.yml``) or by a path to a YAML file.
+
+    Raises
+    ------
+    LayerNotFoundError
+        No such file, or ``ref`` is neither an existing file nor a valid layer id (at most 63 characters).
+    LayerDefinitionError
+        The file found is not a valid layer definition.
+    """
     candidate = Path(ref)
-    if candidate.suffix in (".yml", ".yaml") or candidate.exists():
+    if candidate.suffix in (".yml", ".yaml") or _exists(candidate):
         return read_definition(candidate)
+    if not re.fullmatch(LAYER_ID_PATTERN, ref):
+        raise LayerNotFoundError(f"no layer {_shown(ref)}: not a YAML file, nor a layer id (a lower-case letter, "
+                                 f"then at most 62 lower-case letters, digits or underscores)")
     for suffix in (".yml", ".yaml"):
         path = layers_dir / f"{ref}{suffix}"
-        if path.exists():
+        if _exists(path):
             return read_definition(path)
     raise LayerNotFoundError(f"no layer {ref!r}: no file {layers_dir / (ref + '.yml')}")
 
@@ -202,8 +240,8 @@ def validate_files(paths: Iterable[Path]) -> tuple[list[LayerDefinition], list[s
         except (LayerDefinitionError, LayerNotFoundError) as exc:
             problems.extend(str(exc).split("; "))
             continue
-        if not definition.source_path.exists():
-            problems.append(f"{path}: source.path: file {definition.source_path} does not exist")
+        if not _exists(definition.source_path):
+            problems.append(f"{path}: source.path: file {_shown(str(definition.source_path), 200)} does not exist")
             continue
         if definition.id in seen:
             problems.append(f"{path}: id: {definition.id!r} is also defined in {seen[definition.id]}")

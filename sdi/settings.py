@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -18,12 +18,30 @@ class Settings(BaseSettings):
     and pass it down.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SDI_", env_file=".env", extra="ignore")
+    #: ``hide_input_in_errors``: a bad value may hold a password, so validation errors never repeat it.
+    model_config = SettingsConfigDict(env_prefix="SDI_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = Field(
         "postgresql:///sdi",
         description="libpq URL of the SDI database; the default is database 'sdi' on the local server.",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        """Refuse a connection string libpq cannot parse, naming it with its passwords masked."""
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        from sdi.db import redact, scrub  # sdi.db imports this module
+
+        try:
+            conninfo_to_dict(value)
+        except psycopg.Error as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{redact(value)} is not a valid connection string: {scrub(detail, value)}") from None
+        return value
+
     layers_dir: Path = Field(PROJECT_ROOT / "layers", description="Folder of layer YAML files.")
     data_dir: Path = Field(PROJECT_ROOT / "data" / "store", description="Folder for raster and derived files.")
     owner_role: str = Field("sdi_owner", description="Role that owns and loads the SDI schemas.")

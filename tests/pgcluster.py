@@ -37,7 +37,19 @@ from psycopg import sql
 from sdi.settings import Settings
 from tests.live_server import free_port, sdi_server
 
-PG_BIN = Path(os.environ.get("SDI_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))  #: initdb, pg_ctl, postgres
+
+def _pg_bin() -> Path:
+    """PostgreSQL's programs: ``SDI_TEST_PG_BIN``, else Debian's PostgreSQL 15, else ``pg_config --bindir``."""
+    if os.environ.get("SDI_TEST_PG_BIN"):
+        return Path(os.environ["SDI_TEST_PG_BIN"])
+    debian = Path("/usr/lib/postgresql/15/bin")
+    if debian.is_dir() or shutil.which("pg_config") is None:
+        return debian
+    found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=30, check=False)
+    return Path(found.stdout.strip()) if found.returncode == 0 and found.stdout.strip() else debian
+
+
+PG_BIN = _pg_bin()  #: initdb, pg_ctl, postgres
 OS_USER = "postgres"  #: the OS user that owns and runs the cluster when the tests run as root
 SUPERUSER = "postgres"  #: the cluster's bootstrap superuser
 COMMAND_TIMEOUT_S = 120.0  #: initdb, pg_ctl start/stop
@@ -72,8 +84,8 @@ def _as_owner(command: list[str]) -> list[str]:
     return command
 
 
-def _pids_with_parent(parent: int) -> list[int]:
-    """Processes whose parent is ``parent`` (from ``/proc``)."""
+def pids_with_parent(parent: int) -> list[int]:
+    """Processes whose parent is ``parent`` (from ``/proc``), in order."""
     found: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -85,7 +97,7 @@ def _pids_with_parent(parent: int) -> list[int]:
         fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
         if len(fields) > 1 and int(fields[1]) == parent:
             found.append(int(entry.name))
-    return found
+    return sorted(found)
 
 
 @dataclass
@@ -167,7 +179,7 @@ class Cluster:
             raise ClusterError("freeze: the cluster does not run")
         os.kill(pid, signal.SIGSTOP)  # first, so that it forks no new child after the children are listed
         self.frozen.append(pid)
-        for child in _pids_with_parent(pid):
+        for child in pids_with_parent(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGSTOP)
                 self.frozen.append(child)
@@ -192,7 +204,7 @@ class Cluster:
         pid = self.postmaster_pid()
         if pid is None:
             return
-        children = _pids_with_parent(pid)
+        children = pids_with_parent(pid)
         for target in (pid, *children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(target, signal.SIGCONT)
@@ -304,6 +316,22 @@ def sdi_on_cluster(settings: Settings, folder: Path, *, timeouts: Timeouts | Non
            **(extra_env or {})}
     with sdi_server(settings, folder, workers=workers, extra_env=env) as base:
         yield base
+
+
+def server_processes(base: str) -> list[int]:
+    """The pids of the ``sdi serve`` listening at ``base`` (``http://127.0.0.1:PORT``) and of its children (the
+    uvicorn workers): a worker restarted by uvicorn shows as a new pid."""
+    port = base.rsplit(":", 1)[1].encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sdi.cli" in argv and b"serve" in argv and port in argv:
+            return [int(entry.name), *pids_with_parent(int(entry.name))]
+    return []
 
 
 def wait_until_accepting(cluster: Cluster, timeout: float = 30.0) -> float:

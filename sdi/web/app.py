@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -65,9 +66,40 @@ def _reader(settings: Settings, web: WebSettings) -> str:
         return reader_url(settings.database_url, settings.reader_role, password, web.reader_host)
 
 
+_URL_SECRET = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
+_KEYWORD_SECRET = re.compile(r"((?:ssl)?password\s*=\s*)('[^']*'|[^\s&]+)", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the passwords of any connection strings in it (URL or keyword form) replaced by ``***``."""
+    return _KEYWORD_SECRET.sub(r"\1***", _URL_SECRET.sub(r"\1***\2", text))
+
+
+class OneLineLogs(logging.Filter):
+    """pygeoapi logs each error it answers with its traceback; sdi keeps one line, secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("pygeoapi") or record.exc_info:
+            message = " ".join(record.getMessage().split())[:300]
+            record.msg, record.args, record.exc_info, record.exc_text = redact_text(message), None, None, None
+        return True
+
+
+def quiet_logging() -> None:
+    """One line per logged error, from every logger (installed once per worker, before pygeoapi configures)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.WARNING,
+                            format="[%(asctime)s] %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ")
+    for handler in root.handlers:
+        if not any(isinstance(f, OneLineLogs) for f in handler.filters):
+            handler.addFilter(OneLineLogs())
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Build the worker's runtime; close its pool and background task at shutdown."""
+    quiet_logging()
     settings, web = Settings(), app.state.web
     from starlette.concurrency import run_in_threadpool
 

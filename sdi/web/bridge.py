@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from sdi.errors import ConfigError
 from sdi.publishing.config import CATALOGUE_ID, build_config, read_base, resolve_templates
 from sdi.web.assets import default_base, package_templates
+from sdi.web.http import exception_response
 from sdi.web.pages import PageContext, pygeoapi_page, render
 from sdi.web.registry import Snapshot
 from sdi.web.runtime import Runtime
@@ -121,6 +122,11 @@ class Bridge:
         f = (request.query_params.get("f") or "").lower()
         wants_html = page is not None and (f == "html" or (not f and "text/html" in request.headers.get("accept", "")))
         headers, status, content = await self._run(request, function, args, base_url, lang, wants_html, formats)
+        if status >= 500:  # pygeoapi's own 5xx documents: answered as sdi answers them, with no detail
+            unavailable = status == 503 or "unavailable" in str(content).lower()
+            return exception_response(503 if unavailable else 500,
+                                      "the database is unavailable; retry shortly" if unavailable
+                                      else "internal error; see the server log")
         if not wants_html or page is None:
             return to_response(headers, status, content)
         doc = json.loads(content) if isinstance(content, str | bytes) else content

@@ -91,6 +91,26 @@ def _links(base: str, layer: LayerMeta, params: dict[str, str], fmt: str, query:
     return links
 
 
+#: A box larger than this (in square degrees of CRS84, about 500 km²; Hong Kong is 0.3) may scan much of a layer.
+HEAVY_BOX_DEG2 = 0.05
+HEAVY_OFFSET = 10_000
+
+
+def is_heavy(query: ItemsQuery) -> bool:
+    """Whether a page may make the database scan much of a layer, and so takes a heavy-request slot: a large page,
+    a count only, a deep offset, a filter or text search not narrowed by a box, or a box wider than
+    :data:`HEAVY_BOX_DEG2`. Small pages round a place and unfiltered pages walking the key are light."""
+    if query.limit > STREAM_ABOVE or query.hits or query.offset > HEAVY_OFFSET:
+        return True
+    if query.bbox is None:
+        return query.filter is not None or bool(query.q) or bool(query.equals) or query.datetime is not None
+    b = query.bbox
+    width, height = b.x1 - b.x0, b.y1 - b.y0
+    if not b.crs.geographic:  # metres: about 105 km per degree around Hong Kong
+        width, height = width / 105_000, height / 105_000
+    return width * height > HEAVY_BOX_DEG2
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -118,7 +138,7 @@ async def items(request: Request) -> Response:
         return Response(json_bytes(doc), media_type=GEOJSON, headers=headers)
     if fmt == "json" and query.limit > STREAM_ABOVE:
         return await _stream(runtime, base, layer, params, query, headers)
-    async with runtime.heavy():
+    async with runtime.heavy(is_heavy(query)):
         rows = await runtime.fresh(lambda: _page(runtime, layer, query))
     matched = int(rows[0][0]) if rows else 0
     returned = sum(int(r[1] or 0) for r in rows)
@@ -159,7 +179,7 @@ async def _stream(runtime: Runtime, base: str, layer: LayerMeta, params: dict[st
     stack = AsyncExitStack()
     try:
         await stack.enter_async_context(runtime.heavy())
-        conn = await stack.enter_async_context(runtime.connection(deadline=False))
+        conn = await stack.enter_async_context(runtime.connection())
         cur = conn.cursor()
         cur.adapters.register_loader("text", RawText)
         rows = cast(AsyncGenerator[Any, None], cur.stream(statement.query, statement.params))

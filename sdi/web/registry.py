@@ -56,14 +56,10 @@ class Registry:
                 return False
             self.asked_at = time.monotonic()
         async with self._lock:
-            async with self.runtime.connection() as conn:
-                row = await (await conn.execute(FINGERPRINT)).fetchone()
-                version = str(row[0]) if row else ""
-                self.checked_at = time.monotonic()
-                if version == self.snapshot.version and self.snapshot.version:
-                    return False
-                cur = conn.cursor(row_factory=dict_row)
-                rows = await (await cur.execute(f"select {LAYER_COLUMNS} from sdi.layer order by id")).fetchall()
+            rows = await self.runtime.bounded(self._read())
+            if rows is None:
+                return False
+            version = str(rows.pop(0)["version"])
             layers: dict[str, LayerMeta] = {}
             records: dict[str, CatalogueRecord] = {}
             for r in rows:
@@ -77,6 +73,18 @@ class Registry:
         for listener in self.listeners:
             listener(old, self.snapshot)
         return True
+
+    async def _read(self) -> list[dict[str, Any]] | None:
+        """``None`` when the fingerprint is unchanged, else ``[{"version": ...}, *layer rows]``."""
+        async with self.runtime.connection() as conn:
+            row = await (await conn.execute(FINGERPRINT)).fetchone()
+            version = str(row[0]) if row else ""
+            self.checked_at = time.monotonic()
+            if version == self.snapshot.version and self.snapshot.version:
+                return None
+            cur = conn.cursor(row_factory=dict_row)
+            rows = await (await cur.execute(f"select {LAYER_COLUMNS} from sdi.layer order by id")).fetchall()
+        return [{"version": version}, *rows]
 
     async def run(self) -> None:
         """Check every ``refresh_s`` seconds until cancelled (errors are retried at the next tick)."""

@@ -69,13 +69,16 @@ class Runtime:
         return self.web.statement_timeout_ms / 1000 + self.web.pool_timeout_s + 1.0
 
     @asynccontextmanager
-    async def heavy(self) -> AsyncIterator[None]:
+    async def heavy(self, needed: bool = True) -> AsyncIterator[None]:
         """A slot for a heavy request (a page, a tile to make, a process); 503 when none frees up promptly.
 
         There are :attr:`WebSettings.heavy_requests` slots per worker, fewer than its connections, so light
         requests (a feature, a collection) always find a connection while heavy ones queue briefly or are turned
-        away with ``Retry-After``.
+        away with ``Retry-After``. ``needed=False`` (a request that cannot cost much) takes no slot.
         """
+        if not needed:
+            yield
+            return
         semaphore: asyncio.Semaphore = self.state["heavy"]
         try:
             await asyncio.wait_for(semaphore.acquire(), self.web.heavy_wait_s)
@@ -86,21 +89,27 @@ class Runtime:
         finally:
             semaphore.release()
 
-    @asynccontextmanager
-    async def connection(self, *, deadline: bool = True) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; pool exhaustion, an unreachable or silent database and timeouts become 503s.
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """``work`` (database work), given up after :attr:`deadline_s` with a 503.
 
-        ``deadline`` bounds the whole use of the connection by :attr:`deadline_s` (off for streamed responses,
-        whose statement PostgreSQL still ends at the statement timeout).
+        The work runs as a task of its own: when the deadline passes it is cancelled and left to finish its
+        clean-up in the background (psycopg then cancels the statement, which a frozen server may take long
+        to hear), while the client gets its answer at once.
         """
-        limit = asyncio.timeout(self.deadline_s if deadline else None)
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        if task in done:
+            return task.result()
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: nothing is logged
+        raise ServiceBusyError("the database did not answer in time; retry shortly")
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; pool exhaustion, an unreachable database and timeouts become 503 errors."""
         try:
-            async with limit, self.pool.connection(timeout=self.web.pool_timeout_s) as conn:
+            async with self.pool.connection(timeout=self.web.pool_timeout_s) as conn:
                 yield conn
-        except TimeoutError as exc:
-            if not limit.expired():
-                raise
-            raise ServiceBusyError("the database did not answer in time; retry shortly") from exc
         except PoolTimeout as exc:
             raise ServiceBusyError("the database is busy or unreachable; retry shortly") from exc
         except pg_errors.QueryCanceled as exc:
@@ -121,20 +130,23 @@ class Runtime:
         """Run ``work``; when a layer changed under it, re-read the catalogue and run it once more."""
         registry = self.state["registry"]
         try:
-            return await work()
+            return await self.bounded(work())
         except StaleLayer:
             await registry.refresh(force=True)
         try:
-            return await work()
+            return await self.bounded(work())
         except StaleLayer as exc:
             raise LayerNotFoundError("the collection changed during the request; retry") from exc
 
     async def fetch_dicts(self, query: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Rows of one statement as dicts."""
-        async with self.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, params)
-            return list(await cur.fetchall())
+        """Rows of one statement as dicts (bounded by :attr:`deadline_s`)."""
+        async def run() -> list[dict[str, Any]]:
+            async with self.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, params)
+                return list(await cur.fetchall())
+
+        return await self.bounded(run())
 
     def fetcher(self) -> Callable[[Any, dict[str, Any]], list[dict[str, Any]]]:
         """A synchronous ``fetch(query, params)`` over the pool, for code running in worker threads."""

@@ -21,7 +21,7 @@ from sdi.catalogue.search import MAX_OFFSET as MAX_CATALOGUE_OFFSET
 from sdi.crs import CRS84_URI, uri_crs
 from sdi.errors import LayerNotFoundError, QueryError
 from sdi.publishing.config import CATALOGUE_ID
-from sdi.query.params import ITEMS_PARAMETERS, check_parameters, parse_box, parse_datetime, parse_int, served_crs
+from sdi.query.params import ITEMS_PARAMETERS, check_parameters, parse_box, parse_datetime, parse_int
 from sdi.web import features
 from sdi.web.bridge import live_config
 from sdi.web.features import client_base, params_of, runtime_of
@@ -101,6 +101,8 @@ async def openapi_document(runtime: Any, base: str, lang: str) -> bytes:
     """The OpenAPI document of the current catalogue for ``base`` (generated once per version, in a thread)."""
     from pygeoapi.openapi import get_oas
 
+    from sdi.web.openapi import self_contained
+
     snapshot = runtime.state["registry"].snapshot
     key = (snapshot.version, base)
     cache: dict[tuple[str, str], bytes] = runtime.state.setdefault("openapi", {})
@@ -109,6 +111,7 @@ async def openapi_document(runtime: Any, base: str, lang: str) -> bytes:
         if key not in cache:
             config = live_config(runtime, snapshot, base, lang)
             doc = await run_in_threadpool(get_oas, config, False)
+            doc = self_contained(doc)
             cache[key] = json_bytes(doc)
             while len(cache) > MAX_OPENAPI_DOCS:
                 cache.pop(next(iter(cache)))
@@ -182,12 +185,18 @@ async def item(request: Request) -> Response:
                                                                title="HK SDI catalogue"))
 
 
-def check_coverage_numbers(params: dict[str, str]) -> None:
-    """400 for a coverage ``bbox`` that is not four (or six) finite numbers, or a ``subset`` with a non-finite one
-    (pygeoapi's rasterio provider fails on them with a 500)."""
+def check_coverage_numbers(params: dict[str, str], extent: tuple[float, float, float, float] | None) -> None:
+    """400 for what pygeoapi's rasterio provider answers with a 500: a ``bbox`` that is not four finite longitude/
+    latitude numbers or misses the coverage (``extent``, CRS84), a ``bbox-crs`` other than CRS84, a ``subset``
+    with a non-finite number."""
+    if params.get("bbox-crs") not in (None, CRS84_URI):
+        raise QueryError(f"bbox-crs: coverages take bbox in {CRS84_URI} (longitude, latitude)")
     if "bbox" in params:
-        crs = served_crs(params.get("bbox-crs"), "bbox-crs") if params.get("bbox-crs") else uri_crs(CRS84_URI)
-        parse_box(params["bbox"], crs)
+        box = parse_box(params["bbox"], uri_crs(CRS84_URI))
+        if extent is not None and (box.x0 > extent[2] or box.x1 < extent[0] or box.y0 > extent[3]
+                                   or box.y1 < extent[1]):
+            raise QueryError(f"bbox: {params['bbox'][:80]!r} misses the coverage "
+                             f"({', '.join(f'{v:.4f}' for v in extent)})")
     subset = params.get("subset", "").lower()
     if any(word in subset for word in ("nan", "inf")):
         raise QueryError(f"subset: {params['subset'][:80]!r} holds a number that is not finite")
@@ -200,11 +209,11 @@ async def coverage(request: Request) -> Response:
     runtime = runtime_of(request)
     params = params_of(request)
     check_parameters(params, COVERAGE_PARAMETERS)
-    check_coverage_numbers(params)
     collection_id = str(request.path_params["collection"])
     record = await runtime.state["registry"].record(collection_id)
     if record.kind != "raster":
         raise LayerNotFoundError(f"collection {collection_id!r} has no coverage")
+    check_coverage_numbers(params, record.bbox_crs84)
     return await runtime.state["bridge"].call(request, get_collection_coverage, collection_id,
                                               base_url=client_base(request, runtime), lang=language(request),
                                               formats=("GTiff", "json", "CoverageJSON"))

@@ -33,8 +33,10 @@ class WebSettings(BaseSettings):
     pool_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds a request waits for a free "
                                                                  "connection before answering 503.")
     statement_timeout_ms: int = Field(20_000, ge=100, description="Longest SQL statement of a request (ms).")
-    heavy_requests: int = Field(6, ge=1, le=200, description="Heavy requests (pages, new tiles, processes) one "
-                                                             "worker runs at once; keep it below pool_max.")
+    heavy_requests: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1, le=200,
+                                description="Heavy requests (pages, new tiles, processes) one worker runs at once "
+                                            "(default: half the CPUs: with two workers, one heavy query per "
+                                            "core, so light requests are never starved); keep it below pool_max.")
     heavy_wait_s: float = Field(1.0, ge=0, le=60, description="Seconds a heavy request waits for a slot before "
                                                              "answering 503 with Retry-After.")
     max_body_bytes: int = Field(262_144, ge=1024, description="Largest request body (a process execution) in "

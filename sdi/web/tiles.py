@@ -35,6 +35,7 @@ from sdi.web.pages import render
 from sdi.web.runtime import Runtime
 
 MVT = "application/vnd.mapbox-vector-tile"
+HEAVY_TILE_M = 8_000.0  #: tiles wider than this (zoom 12 and below) may gather much of a layer: a heavy request
 TILING_SCHEME_REL = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 _TILEJSON_TYPES = {"integer": "Number", "number": "Number", "boolean": "Boolean"}
 
@@ -199,7 +200,8 @@ async def tile(request: Request) -> Response:
     key = (layer.id, layer.load_id, g.id, z, row, col)
     entry = cache.get(key)
     if entry is None:
-        async with runtime.heavy():
+        x0, _, x1, _ = g.bounds(z, row, col)
+        async with runtime.heavy(x1 - x0 > HEAVY_TILE_M):
             data = await runtime.fresh(lambda: _make_tile(runtime, layer, g, z, row, col))
         entry = cache.put(key, data)
     headers = cache_headers(tag, max_age)

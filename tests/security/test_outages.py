@@ -3,7 +3,7 @@ never hangs, leaks no connection detail, and the server recovers on its own when
 
 The database is a throwaway cluster (:mod:`tests.pgcluster`), never the shared one: the tests stop it
 (``pg_ctl stop -m fast``) and freeze it (SIGSTOP of every PostgreSQL process, as a hung host would be), each
-for :data:`OUTAGE_S` seconds, while :data:`CLIENTS` client threads request a mix of endpoints. ``sdi serve``
+for :data:`OUTAGE_S` (:data:`FREEZE_S`) seconds, while client threads request a mix of endpoints. ``sdi serve``
 runs with short timeouts (:data:`TIMEOUTS`) so a failure shows within seconds, and without its tile cache
 so that tiles need the database too.
 """
@@ -21,20 +21,26 @@ import requests
 
 from sdi.settings import Settings
 from tests.conftest import DATA
-from tests.pgcluster import Cluster, Timeouts, sdi_database, sdi_on_cluster, throwaway_cluster
+from tests.pgcluster import Cluster, Timeouts, sdi_database, sdi_on_cluster, server_processes, throwaway_cluster
 
 pytestmark = pytest.mark.db
 
 TIMEOUTS = Timeouts(connect_s=2, pool_s=2.0, statement_ms=3000, refresh_s=0.5)
-CLIENTS = 4  #: client threads during an outage
-OUTAGE_S = 6.0  #: how long the database is stopped or frozen
+CLIENTS = 4  #: client threads requesting every path of PATHS in turn during an outage
+OUTAGE_S = 6.0  #: how long the database is stopped
 BASELINE_S = 1.0  #: traffic before the outage (every answer must be 200)
 AFTER_S = 1.5  #: traffic after the recovery
 RECOVERY_S = 2.0  #: requests must succeed again within this long after the database is back
 HANG_S = 40.0  #: a client gives up on a response after this long (a hang longer than the whole test)
 PAUSE_S = 0.05  #: between two requests of one client
-STOPPED_BOUND_S = max(TIMEOUTS.connect_s, TIMEOUTS.pool_s) + 1.0  #: longest answer while the database is stopped
-FROZEN_BOUND_S = max(TIMEOUTS.connect_s, TIMEOUTS.pool_s, TIMEOUTS.statement_ms / 1000) + 1.0  #: ... frozen
+#: Longest answer while the database is stopped: a refused connection is immediate, so at most the wait for
+#: a connection (the pool tries to connect meanwhile, each try bounded by the connect timeout), plus 1 s.
+STOPPED_BOUND_S = max(TIMEOUTS.connect_s, TIMEOUTS.pool_s) + 1.0
+#: Longest answer while the database is frozen: a request may wait for a connection (pool timeout), then get
+#: one whose statement never returns (the client's own limit: the statement timeout), plus 1 s, plus 0.5 s for
+#: the answer itself (a server whose deadline is exactly the timeouts + 1 s answers just after it).
+FROZEN_BOUND_S = TIMEOUTS.pool_s + TIMEOUTS.statement_ms / 1000 + 1.0 + 0.5
+FREEZE_S = FROZEN_BOUND_S + 3.0  #: how long the database is frozen: longer than the bound, so a hang shows
 LAYER = "districts_18"
 #: What the clients request, in turn: data (needs the database) and service documents (may come from memory).
 PATHS = (
@@ -45,6 +51,8 @@ PATHS = (
     "/conformance",
     "/collections/catalogue/items",
 )
+#: What one more client requests, in turn: only what needs no database (it must stay fast whatever happens).
+LIGHT_PATHS = ("/conformance", "/collections", f"/collections/{LAYER}")
 #: The requests that need the database (recovery is when all of them answer 200 again).
 DATA_PATHS = (PATHS[0], PATHS[1], PATHS[2], PATHS[5], f"/collections/{LAYER}/items?limit=2&name_en=EASTERN")
 
@@ -85,7 +93,8 @@ class Sample:
 
 @dataclass
 class Traffic:
-    """:data:`CLIENTS` threads requesting :data:`PATHS` in turn (each starting elsewhere) until stopped."""
+    """:data:`CLIENTS` threads requesting :data:`PATHS` in turn (each starting elsewhere), and one requesting
+    :data:`LIGHT_PATHS`, until stopped."""
 
     base: str
     samples: list[Sample] = field(default_factory=list)
@@ -93,11 +102,11 @@ class Traffic:
     threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _client(self, offset: int) -> None:
+    def _client(self, paths: tuple[str, ...], offset: int) -> None:
         with requests.Session() as session:
             i = offset
             while not self.halt.is_set():
-                path = PATHS[i % len(PATHS)]
+                path = paths[i % len(paths)]
                 i += 1
                 started = time.monotonic()
                 try:
@@ -113,7 +122,8 @@ class Traffic:
                 self.halt.wait(PAUSE_S)
 
     def __enter__(self) -> Traffic:
-        self.threads = [threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(CLIENTS)]
+        work = [(PATHS, n) for n in range(CLIENTS)] + [(LIGHT_PATHS, 0)]
+        self.threads = [threading.Thread(target=self._client, args=args, daemon=True) for args in work]
         for thread in self.threads:
             thread.start()
         return self
@@ -208,10 +218,12 @@ def _log_problems(log: Path, served: Served) -> list[str]:
     return problems
 
 
-def _outage(served: Served, *, freeze: bool, bound_s: float) -> None:
-    """Traffic; the database stopped (or frozen) for :data:`OUTAGE_S`; back; every rule checked at the end."""
+def _outage(served: Served, *, freeze: bool, outage_s: float, bound_s: float) -> None:
+    """Traffic; the database stopped (or frozen) for ``outage_s``; back; every rule checked at the end."""
     cluster, log = served.cluster, served.log
     log_before = log.read_text(encoding="utf-8", errors="replace")
+    processes = server_processes(served.base)
+    assert len(processes) >= 2, f"cannot find the processes of the sdi serve at {served.base}"
     with Traffic(served.base) as traffic:
         t0 = time.monotonic()
         time.sleep(BASELINE_S)
@@ -221,7 +233,7 @@ def _outage(served: Served, *, freeze: bool, bound_s: float) -> None:
                 cluster.freeze()
             else:
                 cluster.stop("fast")
-            time.sleep(max(0.0, began + OUTAGE_S - time.monotonic()))
+            time.sleep(max(0.0, began + outage_s - time.monotonic()))
         finally:
             ended = time.monotonic()
             if freeze:
@@ -235,10 +247,13 @@ def _outage(served: Served, *, freeze: bool, bound_s: float) -> None:
     problems = _problems(samples, t0=t0, outage=(began, ended), bound_s=bound_s, secrets=_secrets(served))
     during = [s for s in samples if s.started < ended and s.ended > began]
     if not any(s.status == 503 for s in during):
-        problems.append("no request answered 503 during the outage: was the database reached at all?")
+        problems.append("no request answered 503 during the outage (hung, or answered otherwise)")
     if recovery > RECOVERY_S:
         problems.append(f"requests failed for {recovery:.2f} s after the database was back (at most {RECOVERY_S:g} s"
                         " allowed)")
+    if server_processes(served.base) != processes:
+        problems.append(f"sdi serve's processes changed (a worker restarted): {processes} → "
+                        f"{server_processes(served.base)}")
     log_after = log.read_text(encoding="utf-8", errors="replace")
     new_log = log.with_name(log.stem + ("-freeze" if freeze else "-stop") + ".log")
     new_log.write_text(log_after[len(log_before):], encoding="utf-8")
@@ -257,10 +272,11 @@ def _outage(served: Served, *, freeze: bool, bound_s: float) -> None:
 def test_a_stopped_database_answers_503_quickly_and_recovers_without_a_restart(healthy: Served) -> None:
     """With PostgreSQL stopped, every request answers 200 or 503 (Retry-After, OGC JSON, no connection details)
     within the connect/pool timeout + 1 s; within 2 s of its start requests succeed; no traceback is logged."""
-    _outage(healthy, freeze=False, bound_s=STOPPED_BOUND_S)
+    _outage(healthy, freeze=False, outage_s=OUTAGE_S, bound_s=STOPPED_BOUND_S)
 
 
 def test_a_frozen_database_answers_503_within_the_timeouts_and_recovers(healthy: Served) -> None:
     """With every PostgreSQL process frozen (SIGSTOP: connections open but nothing answers), requests end
-    within the statement/pool/connect timeout + 1 s instead of hanging; after SIGCONT they succeed within 2 s."""
-    _outage(healthy, freeze=True, bound_s=FROZEN_BOUND_S)
+    within the pool timeout + the statement timeout + 1 s instead of hanging; after SIGCONT they succeed within
+    2 s."""
+    _outage(healthy, freeze=True, outage_s=FREEZE_S, bound_s=FROZEN_BOUND_S)

@@ -224,3 +224,32 @@ def test_no_traceback_reaches_the_server_log_for_client_errors(live: Live) -> No
     assert bad.status_code == 400
     log = (live.folder / "server.log").read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+def _waiting_api_queries(settings: Settings) -> list[str]:
+    with psycopg.connect(settings.database_url, autocommit=True) as probe:
+        rows = probe.execute("select query from pg_stat_activity where datname = current_database() and "
+                             "usename = %s and wait_event_type = 'Lock'", (settings.reader_role,)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def test_a_query_stops_when_its_client_goes_away(live: Live) -> None:
+    """The table is locked, so the API's query waits; the client hangs up; the server cancels the query."""
+    import socket
+
+    host, port = live.url.removeprefix("http://").split(":")
+    with psycopg.connect(live.settings.database_url) as admin:
+        admin.execute("lock table layers.synthetic_lots in access exclusive mode")
+        client = socket.create_connection((host, int(port)), timeout=10)
+        client.sendall(b"GET /collections/synthetic_lots/items?f=json&limit=5&bbox=113.8,22.1,114.5,22.6 "
+                       b"HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+        deadline = time.monotonic() + 15
+        while not _waiting_api_queries(live.settings) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _waiting_api_queries(live.settings), "the request never reached the database"
+        client.close()
+        deadline = time.monotonic() + 5
+        while _waiting_api_queries(live.settings) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _waiting_api_queries(live.settings), "the query went on after its client left"
+        admin.rollback()

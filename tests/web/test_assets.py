@@ -22,9 +22,6 @@ E -4786700, N 8353100 at 156543.0339 m per pixel at zoom 0 (EPSG:2326).
   driven in real time through the DevTools protocol over a pipe. The items page of ``districts_18`` draws every
   feature returned (tests/publishing/test_pages.py's helpers).
 
-Known server bug, shown by strict xfails: the OpenAPI document refers to OGC schemas on other hosts, so ReDoc
-fails offline and Swagger UI fetches them when an operation is expanded (see ``EXTERNAL_REFS``).
-
 Without Chromium the browser tests are skipped, or fail when ``CI=true`` (``scripts/setup.sh`` installs it).
 """
 
@@ -263,13 +260,6 @@ def test_tiles_page_passes_values_in_escaped_attributes_and_has_no_inline_script
 
 # --- in a headless browser -----------------------------------------------------------------------------------
 
-#: The server's OpenAPI document refers to schemas on other hosts (see test_openapi_document_is_self_contained).
-#: The tests that xfail for it need the database too, but are not marked ``db``: tests/_require_db.py counts an
-#: xfailed ``db`` test as a skipped one and fails the run.
-EXTERNAL_REFS = ("sdi serve's OpenAPI document (pygeoapi's get_oas, served as is by sdi/web/service.py) has $refs "
-                 "to schemas.opengis.net and raw.githubusercontent.com, which the documentation pages fetch")
-
-
 def openapi(live: Live) -> dict[str, Any]:
     response = requests.get(f"{live.url}/openapi?f=json", timeout=60)
     assert response.status_code == 200, response.text[:500]
@@ -289,7 +279,7 @@ def assert_offline(live: Live, requested: list[str], path: str) -> None:
             assert f"{live.url}/static/{asset}" in requested, (asset, requested)
 
 
-@pytest.mark.xfail(strict=True, reason=EXTERNAL_REFS)
+@pytest.mark.db
 def test_openapi_document_is_self_contained(live: Live) -> None:
     refs = re.findall(r'"\$ref": ?"([^"]*)"', requests.get(f"{live.url}/openapi?f=json", timeout=60).text)
     assert not {ref.split("#")[0] for ref in refs if not ref.startswith("#")}
@@ -310,7 +300,7 @@ def test_swagger_ui_page_shows_the_operations_offline(live: Live, chromium: str,
     assert_offline(live, requested, "/openapi?f=html")
 
 
-@pytest.mark.xfail(strict=True, reason=EXTERNAL_REFS)
+@pytest.mark.db
 def test_swagger_ui_expands_every_operation_offline(live: Live, chromium: str, tmp_path: Path) -> None:
     count = len(operation_summaries(openapi(live)))
     browser = DevTools(chromium, tmp_path)
@@ -326,8 +316,7 @@ def test_swagger_ui_expands_every_operation_offline(live: Live, chromium: str, t
     assert not external(requested), external(requested)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{EXTERNAL_REFS}: ReDoc fails on the first one it cannot fetch "
-                                      "('Something went wrong... Invalid JSON pointer')")
+@pytest.mark.db
 def test_redoc_page_shows_the_operations_offline(live: Live, chromium: str, tmp_path: Path) -> None:
     document = openapi(live)
     doc, requested = browse(chromium, f"{live.url}/openapi?f=html&ui=redoc", tmp_path)
