@@ -44,4 +44,4 @@ def read_yaml(path: Path, *, where: str, error: type[SdiError], missing: type[Sd
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise error(f"{where}: not valid YAML{at}") from exc
     except RecursionError as exc:  # PyYAML recurses once per nesting level
-        raise error(f"{where}: nested too deeply") from exc
+        raise error(f"{where}: not valid YAML: nested too deeply") from exc

@@ -97,7 +97,11 @@ class Runtime:
         to hear), while the client gets its answer at once.
         """
         task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        except asyncio.CancelledError:  # the request was cancelled (its client left): so is its work
+            task.cancel()
+            raise
         if task in done:
             return task.result()
         task.cancel()

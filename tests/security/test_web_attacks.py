@@ -253,3 +253,25 @@ def test_a_query_stops_when_its_client_goes_away(live: Live) -> None:
             time.sleep(0.1)
         assert not _waiting_api_queries(live.settings), "the query went on after its client left"
         admin.rollback()
+
+
+def test_a_statement_past_the_timeout_is_a_prompt_503(live: Live, tmp_path: Path) -> None:
+    """With the table locked, the API's statement waits; PostgreSQL ends it at SDI_STATEMENT_TIMEOUT_MS."""
+    with sdi_server(live.settings, tmp_path, workers=1, extra_env={"SDI_STATEMENT_TIMEOUT_MS": "1000"}) as base, \
+            psycopg.connect(live.settings.database_url) as admin:
+        admin.execute("lock table layers.synthetic_lots in access exclusive mode")
+        started = time.monotonic()
+        answer = requests.get(f"{base}/collections/synthetic_lots/items", timeout=30,
+                              params={"f": "json", "limit": 5, "bbox": "113.8,22.1,114.5,22.6"})
+        took = time.monotonic() - started
+        admin.rollback()
+    assert answer.status_code == 503 and answer.headers["Retry-After"], answer.text
+    assert "took longer than 1 s" in answer.json()["description"]
+    assert 0.9 < took < 3.0
+
+
+def test_empty_tiles_are_204_without_protocol_errors(live: Live) -> None:
+    sea = get(f"{live.url}/collections/synthetic_lots/tiles/WebMercatorQuad/14/7200/13400?f=mvt")
+    assert sea.status_code == 204 and sea.content == b""
+    log = (live.folder / "server.log").read_text(encoding="utf-8", errors="replace")
+    assert "LocalProtocolError" not in log and "Content-Length" not in log
