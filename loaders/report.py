@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +47,10 @@ class LoadReport:
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per step (read, normalise, write)
     dry_run: bool = False
     load_id: int | None = None
+    #: What the load changed against the previous version (see :mod:`loaders.changes`): ``added``, ``removed``,
+    #: ``changed`` (``changed_geometry``, ``changed_attributes``), ``unchanged`` and how they were counted;
+    #: ``None`` for a dry run, a layer's first load and a raster.
+    changes: dict[str, Any] | None = None
 
     def repair(self, reason: str, count: int = 1) -> None:
         """Count ``count`` features repaired for ``reason``."""
@@ -81,3 +86,30 @@ class LoadReport:
         data["repaired"] = dict(self.repaired)
         data["dropped"] = dict(self.dropped)
         return data
+
+
+def changes_summary(changes: Mapping[str, Any] | None, *, short: bool = False) -> str:
+    """One line for a load's change counts (``sdi load``, ``sdi sync``, ``sdi layers history``).
+
+    ``added 3, removed 2, changed 1 (geometry 1, attributes 0), unchanged 994 (since load 12)``; a layer compared by
+    content (no primary key) has no ``changed`` and says so; ``short`` leaves out the previous load and the
+    explanation. ``None`` (nothing to compare with) gives ``none: first load of this layer``.
+    """
+    if changes is None:
+        return "none: first load of this layer"
+    text = f"added {changes['added']:,}, removed {changes['removed']:,}, "
+    if changes.get("changed") is not None:
+        text += (f"changed {changes['changed']:,} (geometry {changes.get('changed_geometry') or 0:,}, "
+                 f"attributes {changes.get('changed_attributes') or 0:,}), ")
+    text += f"unchanged {changes['unchanged']:,}"
+    notes = [] if short or changes.get("previous_load_id") is None else [f"since load {changes['previous_load_id']}"]
+    if changes.get("compared_by") == "content":
+        notes.append("by content" if short else
+                     "by content: without a primary key an edit counts as one removed and one added")
+    if notes:
+        text += f" ({'; '.join(notes)})"
+    columns = [f"{what} {', '.join(changes[f'columns_{what}'])}" for what in ("added", "removed", "retyped")
+               if changes.get(f"columns_{what}")]
+    if columns:
+        text += "; columns " + "; ".join(columns)
+    return text

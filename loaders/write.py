@@ -2,8 +2,9 @@
 
 One transaction does it all: create a staging table, COPY the rows in (binary, geometries as EWKB;
 each chunk reprojected and encoded on a worker thread while the previous one is sent),
-add the primary key and GiST index, ANALYZE, record the load-history and layer rows, drop the live
-table and rename the staging table into its place. Readers see the previous version until the
+add the primary key and GiST index, ANALYZE, compare with the live table (what was added, removed and
+changed: :mod:`loaders.changes`), record the load-history and layer rows (and the changed ids), drop the
+live table and rename the staging table into its place. Readers see the previous version until the
 commit; a load that fails or is killed at any moment rolls back and leaves it intact.
 
 The swap needs an ACCESS EXCLUSIVE lock on the live table, and a waiting lock request blocks every
@@ -29,6 +30,7 @@ import psycopg
 import shapely
 from psycopg import sql
 
+from loaders.changes import compare, prune_ids, record_ids
 from loaders.copy_binary import HEADER, TRAILER, encode_rows
 from loaders.layer import NormalisedLayer
 from loaders.report import LoadReport
@@ -135,10 +137,14 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
         report.features_written = written
         dates = [f.name for f in layer.fields if f.type in ("date", "timestamp", "timestamptz")]
         temporal = temporal_extent(conn, stage, dates)  # a scan: done before the swap, on the staging table
+        # set-based comparisons with the live table (it is only read: readers go on), before the swap
+        report.changes = compare(conn, table, stage, layer.fields, pk, written, report)
+        prune_ids(conn, table)
 
         def swap() -> int:
             """Catalogue rows, then drop the live table and rename the staging table into its place."""
             load_id = _record(conn, definition, layer, report, started_at, loader_version, extent)
+            record_ids(conn, load_id, report.changes)
             refresh_record(conn, definition, kind="vector", public_url=settings.public_url, bounds=extent,
                            lineage=lineage(report, load_id, loader_version, started_at), temporal=temporal)
             conn.execute(sql.SQL("drop table if exists {}").format(ident))
@@ -211,11 +217,12 @@ def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: Normal
     total = report.features_written
     row = conn.execute(
         "insert into sdi.load_history (layer_id, started_at, source_path, source_sha256, source_crs,"
-        " transformation, loader_version, features_read, features_written, report)"
-        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) returning load_id",
+        " transformation, loader_version, features_read, features_written, report, changes)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb) returning load_id",
         (definition.id, started_at, str(definition.source_path), report.source_sha256, report.source_crs,
          report.transformation, loader_version, report.features_read, total,
-         json.dumps(report.to_dict(), ensure_ascii=False, default=str)),
+         json.dumps(report.to_dict(), ensure_ascii=False, default=str),
+         None if report.changes is None else json.dumps(report.changes, ensure_ascii=False)),
     ).fetchone()
     assert row is not None
     load_id = int(row[0])

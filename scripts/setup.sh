@@ -43,6 +43,18 @@ if ! command -v chromium >/dev/null; then
     fi
 fi
 
+# MapServer (mapserv as a CGI program) for the WFS harvesting tests against a real server (tests/harvest/test_wfs.py).
+if ! command -v mapserv >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+        say "installing MapServer (the WFS harvesting tests run it as a real WFS 2.0 server)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin >/dev/null 2>&1 \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cgi-mapserver mapserver-bin >/dev/null; } \
+            || say "MapServer not installed: the WFS harvesting tests will be skipped"
+    else
+        say "MapServer is not installed: the WFS harvesting tests will be skipped (as root: apt-get install -y cgi-mapserver mapserver-bin)"
+    fi
+fi
+
 # 2. a running server ------------------------------------------------------------------------
 if [ "$PG_STATUS" != "online" ]; then
     say "starting PostgreSQL cluster ${PG_VERSION} ${PG_CLUSTER}"

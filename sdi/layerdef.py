@@ -3,6 +3,10 @@
 A minimal definition names the layer, its bilingual title and abstract, custodian, licence and source
 file; everything else is detected. Optional keys carry what detection cannot know (source CRS,
 encoding, coordinate columns, field renames and types, primary key, geometry type).
+
+A source is a file (``source.path``) or a URL (``source.url``, harvested by ``sdi sync``): a file or zip over
+HTTP(S) (``service: file``), an OGC API – Features collection (``ogcapi``), a WFS 2.0 feature type (``wfs``) or
+an ArcGIS REST layer (``arcgis``).
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from sdi.errors import ConfigError, LayerDefinitionError, LayerNotFoundError
+from sdi.errors import ConfigError, LayerDefinitionError, LayerNotFoundError, SourceNotFoundError
 from sdi.yamlfile import read_yaml
 
 GeometryType = Literal[
@@ -38,6 +43,10 @@ UpdateFrequency = Literal[
     "continual", "daily", "weekly", "fortnightly", "monthly", "quarterly", "biannually", "annually", "asNeeded",
     "irregular", "notPlanned", "unknown",
 ]
+#: How a ``source.url`` is harvested.
+Service = Literal["file", "ogcapi", "wfs", "arcgis"]
+#: Longest ``source.url``.
+MAX_URL = 2048
 
 
 class _Strict(BaseModel):
@@ -66,14 +75,78 @@ class FieldSpec(_Strict):
     description: Bilingual | None = None
 
 
-class Source(_Strict):
-    """Where the data comes from; ``path`` is relative to the YAML file."""
+def _keyed(key: str, problem: str) -> PydanticCustomError:
+    """A validation error that :func:`_format_errors` reports under ``source.<key>``."""
+    return PydanticCustomError("keyed", "{key}: {problem}", {"key": key, "problem": problem})
 
-    path: Path
+
+#: Keys that only some services take: key -> the services that take it.
+_SERVICE_KEYS: dict[str, tuple[str, ...]] = {
+    "layer": ("file",), "encoding": ("file",), "coordinates": ("file",), "collection": ("ogcapi",),
+    "typename": ("wfs",), "output": ("wfs",), "page_size": ("ogcapi", "wfs", "arcgis"),
+}
+
+
+class Source(_Strict):
+    """Where the data comes from: a file (``path``, relative to the YAML file) or a URL (``url``) with the
+    ``service`` that serves it and that service's parameters."""
+
+    path: Path | None = None
+    url: Annotated[str, Field(min_length=1, max_length=MAX_URL)] | None = None
+    service: Service = "file"
+    collection: Annotated[str, Field(min_length=1, max_length=MAX_LAYER_REF)] | None = None
+    typename: Annotated[str, Field(min_length=1, max_length=MAX_LAYER_REF)] | None = None
+    output: Literal["gml", "geojson"] | None = None
+    page_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     layer: Annotated[str, Field(min_length=1, max_length=MAX_LAYER_REF)] | None = None
     encoding: str | None = None
     crs: str | int | None = None
     coordinates: CoordinateColumns | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_or_url(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            has_path, has_url = data.get("path") is not None, data.get("url") is not None
+            if not has_path and not has_url:
+                raise _keyed("path", "Field required (a file; or give source.url)")
+            if has_path and has_url:
+                raise _keyed("url", "give source.path or source.url, not both")
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if any(c.isspace() for c in value):
+            raise ValueError("must not contain spaces (percent-encode them as %20)")
+        return value
+
+    @model_validator(mode="after")
+    def _service_keys(self) -> Source:
+        if self.url is None and self.service != "file":
+            raise _keyed("service", f"{self.service!r} needs source.url")
+        for key, services in _SERVICE_KEYS.items():
+            if getattr(self, key) is not None and self.service not in services:
+                raise _keyed(key, f"not a parameter of service {self.service!r} "
+                                  f"(only of {', '.join(repr(s) for s in services)})")
+        if self.path is not None and self.page_size is not None:
+            raise _keyed("page_size", "only for a source.url")
+        if self.service == "wfs" and self.typename is None:
+            raise _keyed("typename", "Field required for service 'wfs' (the feature type, e.g. ms:landslides)")
+        if self.service == "ogcapi" and self.collection is None and "/collections/" not in (self.url or ""):
+            raise _keyed("collection", "Field required for service 'ogcapi' unless source.url is the collection's "
+                                       "URL (…/collections/<id>)")
+        return self
 
     @field_validator("encoding")
     @classmethod
@@ -108,6 +181,7 @@ class LayerDefinition(_Strict):
     synthetic: bool = False
 
     _yaml_path: Path | None = PrivateAttr(default=None)
+    _fetched_path: Path | None = PrivateAttr(default=None)
 
     @property
     def yaml_path(self) -> Path | None:
@@ -116,11 +190,38 @@ class LayerDefinition(_Strict):
 
     @property
     def source_path(self) -> Path:
-        """The source file's absolute path (relative paths resolve against the YAML file's folder)."""
+        """The source file's absolute path (relative paths resolve against the YAML file's folder); for a
+        ``source.url``, the file it was fetched into (see :meth:`fetched_into`).
+
+        Raises
+        ------
+        SourceNotFoundError
+            When the source is a URL that has not been fetched (``sdi sync`` fetches and loads it).
+        """
         path = self.source.path
+        if path is None:
+            if self._fetched_path is None:
+                raise SourceNotFoundError(f"{self.label}: source.url is harvested, not a file: fetch and load it "
+                                          f"with `sdi sync {self.id}`")
+            return self._fetched_path
         if not path.is_absolute() and self._yaml_path is not None:
             path = self._yaml_path.parent / path
         return path.resolve()
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the source is a URL (harvested by ``sdi sync``) rather than a file."""
+        return self.source.url is not None
+
+    def fetched_into(self, path: Path) -> LayerDefinition:
+        """A copy of this definition whose source is the local file ``path`` the URL was fetched into.
+
+        The copy dumps (and so is stored in the catalogue) exactly as this definition, URL and all.
+        """
+        copy = self.model_copy()
+        copy._yaml_path = self._yaml_path
+        copy._fetched_path = path.resolve()
+        return copy
 
     @property
     def label(self) -> str:
@@ -135,6 +236,10 @@ def _format_errors(where: str, exc: ValidationError) -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "keyed":  # raised by a model validator for one of its keys
+            ctx = err.get("ctx") or {}
+            key = ".".join(str(p) for p in (*err["loc"], ctx.get("key", ""))).strip(".")
+            msg = str(ctx.get("problem", msg))
         lines.append(f"{where}: {key}: {msg}")
     return lines
 
@@ -240,7 +345,7 @@ def validate_files(paths: Iterable[Path]) -> tuple[list[LayerDefinition], list[s
         except (LayerDefinitionError, LayerNotFoundError) as exc:
             problems.extend(str(exc).split("; "))
             continue
-        if not _exists(definition.source_path):
+        if definition.source.path is not None and not _exists(definition.source_path):
             problems.append(f"{path}: source.path: file {_shown(str(definition.source_path), 200)} does not exist")
             continue
         if definition.id in seen:

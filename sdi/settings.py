@@ -63,3 +63,20 @@ class Settings(BaseSettings):
                                    "or KMZ inside it 2, ...); deeper archives are refused.")
     max_table_columns: int = Field(2_000, ge=1, description="Most columns a CSV/TSV/TXT or xlsx table may have; a "
                                    "wider header is refused before the table is parsed.")
+    # Harvesting (``sdi sync``): fetching a layer's ``source.url``.
+    fetch_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for a harvested server to connect, "
+                                   "or to send the next bytes of an answer, before the try fails.")
+    fetch_deadline_s: float = Field(1800.0, gt=0, description="Longest time, in seconds, one answer of a harvested "
+                                    "server may take to arrive in full.")
+    fetch_retries: int = Field(3, ge=0, description="Retries of a failed request (connection errors, timeouts, "
+                               "HTTP 5xx and 429), with exponential back-off.")
+    fetch_backoff_s: float = Field(1.0, ge=0, description="First back-off between retries, in seconds; doubled at "
+                                   "each retry (with jitter); a Retry-After header is honoured up to 60 s.")
+    fetch_max_bytes: int = Field(1024**3, ge=1, description="Most bytes fetched for one layer, all pages and "
+                                 "answers together; a larger source is refused while it downloads.")
+    fetch_page_size: int = Field(10_000, ge=1, description="Features asked for per page of an OGC API, WFS or "
+                                 "ArcGIS source (servers cap it at their maximum); source.page_size overrides.")
+    fetch_max_pages: int = Field(10_000, ge=1, description="Most pages fetched for one layer (a server that never "
+                                 "stops paging is refused).")
+    fetch_user_agent: str | None = Field(None, description="User-Agent of harvesting requests; default "
+                                         "'hk-sdi/<version> (sdi sync)'.")

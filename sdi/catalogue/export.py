@@ -7,7 +7,10 @@ then render ISO 19139 (``gmd:PT_FreeText`` for the Chinese) and DCAT.
 pygeometa's DCAT writer (0.19) only knows English and French language tags and keeps MCF sections it
 does not map as opaque objects, so :func:`to_dcat` completes its JSON-LD: titles, abstracts and keywords
 become JSON-LD language maps (``{"en": ..., "zh": ...}`` with ``@container: @language``) and the
-distribution sections become a list of ``dcat:Distribution``.
+distribution sections become a list of ``dcat:Distribution``. A vector layer's downloads (one per format of
+:mod:`sdi.distribution.formats`, under its collection's URL) are distributions too: ISO 19139 online resources with
+the ``WWW:DOWNLOAD-1.0-http--download`` protocol and the format's media type, DCAT distributions with
+``dcat:downloadURL``, ``dcat:mediaType`` and ``dct:format``.
 
 >>> from sdi.catalogue.export import export
 >>> xml = export(record, "iso19139")   # doctest: +SKIP
@@ -26,6 +29,7 @@ from pygeometa.schemas.iso19139 import ISO19139OutputSchema
 
 from sdi.catalogue.models import CatalogueRecord
 from sdi.crs import HK_LONLAT_BOUNDS
+from sdi.distribution.formats import format_of_href, with_downloads
 from sdi.errors import ConfigError
 
 FORMATS = ("iso19139", "dcat", "mcf")
@@ -85,7 +89,7 @@ def _contact(record: CatalogueRecord) -> dict[str, Any]:
 
 def _distribution(record: CatalogueRecord) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for i, link in enumerate(record.links):
+    for i, link in enumerate(with_downloads(record.links, record.kind)):
         rel = link.get("rel", "related")
         key = rel if rel not in out else f"{rel}_{i}"
         out[key] = {"url": link.get("href", ""), "type": _LINK_TYPE.get(rel, "WWW:LINK"), "rel": rel,
@@ -180,11 +184,22 @@ def to_dcat(record: CatalogueRecord) -> dict[str, Any]:
         if not dcat.get(unused):
             dcat.pop(unused, None)
     dcat["keywords"] = {k: v for k, v in (("en", record.keywords_en), ("zh", record.keywords_zh)) if v}
-    dcat["distribution"] = [{**section, "@type": "dcat:Distribution"} for section in mcf["distribution"].values()]
+    dcat["distribution"] = [_dcat_distribution(section) for section in mcf["distribution"].values()]
+    context.update({"downloadURL": {"@id": "dcat:downloadURL", "@type": "@id"}, "format": "dct:format"})
     dcat["modified"] = mcf["identification"]["dates"]["revision"]
     dcat["@id"] = mcf["metadata"]["dataseturi"]
     dcat.pop("dataseturi", None)
     return dcat
+
+
+def _dcat_distribution(section: dict[str, Any]) -> dict[str, Any]:
+    """An MCF distribution section as a ``dcat:Distribution``; a download also gets ``downloadURL``, its media type
+    as ``type`` (``dcat:mediaType``) and its format's name as ``format`` (``dct:format``)."""
+    out = {**section, "@type": "dcat:Distribution"}
+    fmt = format_of_href(str(section.get("url", ""))) if section.get("rel") == "enclosure" else None
+    if fmt is not None:
+        out.update(downloadURL=section["url"], type=fmt.media_type, format=fmt.name)
+    return out
 
 
 def export(record: CatalogueRecord, fmt: str) -> str:

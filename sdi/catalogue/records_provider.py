@@ -41,6 +41,7 @@ from sdi.catalogue import search as _search
 from sdi.catalogue.models import CatalogueRecord
 from sdi.catalogue.store import rebase
 from sdi.db import connect
+from sdi.distribution.formats import FORMATS, with_downloads
 from sdi.errors import ConfigError, DatabaseUnavailableError, SdiError, ServiceBusyError, http_status
 from sdi.settings import Settings
 
@@ -122,12 +123,14 @@ def _formats(record: CatalogueRecord) -> list[dict[str, str]]:
     if record.kind == "raster":
         return [{"name": "Cloud Optimized GeoTIFF",
                  "mediaType": "image/tiff; application=geotiff; profile=cloud-optimized"}]
-    return [{"name": "GeoJSON", "mediaType": "application/geo+json"}]
+    return [{"name": "GeoJSON", "mediaType": "application/geo+json"},
+            *({"name": f.name, "mediaType": f.media_type} for f in FORMATS.values() if f.id != "geojson")]
 
 
 def _links(record: CatalogueRecord) -> list[dict[str, Any]]:
-    """The record's own links, plus the metadata exports (ISO 19139, DCAT, MCF) when not already there."""
-    links: list[dict[str, Any]] = [dict(link) for link in record.links]
+    """The record's own links, plus the downloads of a vector layer (``rel="enclosure"``, one per format) and the
+    metadata exports (ISO 19139, DCAT, MCF) when not already there."""
+    links = with_downloads(record.links, record.kind)
     collection = next((link["href"] for link in links if link.get("rel") == "collection"), None)
     if collection:
         base = collection.rsplit("/collections/", 1)[0]

@@ -12,9 +12,11 @@ import typer
 from sdi.cli._common import consoles
 from sdi.cli.catalogue import catalogue_app
 from sdi.cli.db import db_app
+from sdi.cli.export import export_cmd
 from sdi.cli.layers import layers_app, load_cmd
 from sdi.cli.publish import publish_cmd, serve_cmd
 from sdi.cli.sites import sites_cmd
+from sdi.cli.sync import sync_cmd
 from sdi.errors import SdiError
 
 app = typer.Typer(help="HK SDI: load Hong Kong geodata into PostGIS (EPSG:2326), catalogue and publish it.",
@@ -23,9 +25,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(layers_app, name="layers")
 app.add_typer(catalogue_app, name="catalogue")
 app.command("load")(load_cmd)
+app.command("export")(export_cmd)
 app.command("publish")(publish_cmd)
 app.command("serve")(serve_cmd)
 app.command("sites")(sites_cmd)
+app.command("sync")(sync_cmd)
 
 __all__ = ["app", "main"]
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sdi.cli._common import clean_errors, consoles, settings_from_env
 from sdi.errors import ConfigError, SdiError
@@ -57,6 +58,39 @@ def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     consoles.out.print(table)
 
 
+@layers_app.command("history")
+@clean_errors
+def layers_history(
+    layer_id: Annotated[str, typer.Argument(help="A layer id (loaded now or before).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many loads, newest first.")] = 20,
+) -> None:
+    """List a layer's loads, newest first: load id, status, time, features written, changes, reason."""
+    from loaders.report import changes_summary
+    from sdi.db import connect
+    from sdi.errors import LayerNotFoundError
+
+    with connect(settings_from_env()) as conn:
+        rows = conn.execute(
+            "select load_id, status, started_at, finished_at, features_written, changes, reason"
+            " from sdi.load_history where layer_id = %s order by load_id desc limit %s", (layer_id, limit)).fetchall()
+    if not rows:
+        raise LayerNotFoundError(f"no load history for layer {layer_id!r}")
+    names = ("load_id", "status", "started_at", "finished_at", "features_written", "changes", "reason")
+    if as_json:
+        consoles.out.print_json(data=[dict(zip(names, r, strict=True)) for r in rows], default=str)
+        return
+    table = Table(title=f"{layer_id}: {len(rows)} load(s), newest first")
+    for col in ("load", "status", "finished at", "features", "changes", "reason"):
+        table.add_column(col, justify="right" if col in ("load", "features") else "left", overflow="fold")
+    for load_id, status, _, finished, written, changes, reason in rows:
+        text = changes_summary(changes, short=True) if changes is not None else \
+            ("not compared (first load or raster)" if status == "loaded" else "")
+        table.add_row(str(load_id), status, finished.strftime("%Y-%m-%d %H:%M:%S"), f"{written:,}", text,
+                      Text(reason or ""))  # a reason is shown as written, never as markup
+    consoles.out.print(table)
+
+
 @layers_app.command("drop")
 @clean_errors
 def layers_drop(layer_ids: Annotated[list[str], typer.Argument(help="Ids of loaded layers.")],
@@ -74,7 +108,7 @@ def layers_drop(layer_ids: Annotated[list[str], typer.Argument(help="Ids of load
 
 
 def _summary(report: object) -> Table:
-    from loaders.report import LoadReport
+    from loaders.report import LoadReport, changes_summary
 
     assert isinstance(report, LoadReport)
     table = Table(show_header=False, box=None, padding=(0, 1))
@@ -90,6 +124,9 @@ def _summary(report: object) -> Table:
         table.add_row("  repaired", f"{n:,} {reason}")
     for reason, n in report.dropped.items():
         table.add_row("  dropped", f"{n:,} {reason}")
+    if report.load_id is not None and report.geometry_type != "Raster" and (
+            report.changes is not None or not any(w.startswith("not compared") for w in report.warnings)):
+        table.add_row("changes", changes_summary(report.changes))
     for note in report.notes:
         table.add_row("note", note)
     for warning in report.warnings:

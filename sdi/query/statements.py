@@ -10,6 +10,9 @@ For a filtered page the matching keys are collected once (a ``MATERIALIZED`` CTE
 per candidate), counted for ``numberMatched`` and sorted for the page; only the page's rows are read again
 to build their GeoJSON. Unfiltered pages walk the primary key index and take ``numberMatched`` from the
 catalogue.
+
+The same statement writes CSV (``fmt="csv"``): each row one line of :func:`csv_row` (properties, then the
+geometry as WKT in the requested CRS and axis order), ``chunk`` lines joined without a separator.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from sdi.crs import UriCrs
 from sdi.errors import QueryError
 from sdi.query.boxes import box_sql
 from sdi.query.cql import to_sql
-from sdi.query.layer import GEOMETRY_COLUMN, TABLE_SRID, TEXT_TYPES, LayerMeta
+from sdi.query.layer import GEOMETRY_COLUMN, INTEGER_TYPES, NUMBER_TYPES, TABLE_SRID, TEXT_TYPES, LayerMeta
 from sdi.query.params import ItemQuery, ItemsQuery
 
 CHUNK_FEATURES = 500  #: features per result row of a page statement
+WKT_COLUMN = "wkt"  #: the geometry column of CSV output
 
 
 @dataclass(frozen=True)
@@ -45,25 +49,62 @@ def _col(name: str, alias: str = "t") -> sql.Composable:
     return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
 
 
-def geometry_json(crs: UriCrs, alias: str = "t") -> sql.Composable:
-    """``ST_AsGeoJSON`` text of the geometry in ``crs`` and its axis order (``'null'`` for none)."""
+def geometry_in(crs: UriCrs, alias: str = "t", *, right_hand: bool = False) -> sql.Composable:
+    """The geometry of row ``alias`` in ``crs`` and its axis order (``right_hand``: exterior rings
+    counter-clockwise, as RFC 7946 asks)."""
     expr: sql.Composable = _col(GEOMETRY_COLUMN, alias)
     if crs.srid != TABLE_SRID:
         expr = sql.SQL("st_transform({}, {})").format(expr, sql.Literal(crs.srid))
+    if right_hand:
+        expr = sql.SQL("st_forcepolygonccw({})").format(expr)
     if crs.north_first:
         expr = sql.SQL("st_flipcoordinates({})").format(expr)
-    return sql.SQL("coalesce(st_asgeojson({}, {}, 0), 'null')").format(expr, sql.Literal(crs.digits))
+    return expr
 
 
-def feature_json(layer: LayerMeta, names: list[str], crs: UriCrs | None, alias: str = "t") -> sql.Composable:
+def geometry_json(crs: UriCrs, alias: str = "t", *, right_hand: bool = False) -> sql.Composable:
+    """``ST_AsGeoJSON`` text of the geometry in ``crs`` and its axis order (``'null'`` for none)."""
+    return sql.SQL("coalesce(st_asgeojson({}, {}, 0), 'null')").format(
+        geometry_in(crs, alias, right_hand=right_hand), sql.Literal(crs.digits))
+
+
+def feature_json(layer: LayerMeta, names: list[str], crs: UriCrs | None, alias: str = "t", *,
+                 right_hand: bool = False) -> sql.Composable:
     """A text expression: one GeoJSON Feature of the row ``alias`` (``crs`` ``None``: no geometry)."""
     pairs = [sql.SQL("{}, {}").format(sql.Literal(n), _col(n, alias)) for n in names]
     properties = (sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(pairs)) if pairs
                   else sql.SQL("'{}'"))
-    geometry = geometry_json(crs, alias) if crs is not None else sql.SQL("'null'")
+    geometry = geometry_json(crs, alias, right_hand=right_hand) if crs is not None else sql.SQL("'null'")
     return sql.SQL("""'{{"type":"Feature","id":' || to_json({key})::text || ',"geometry":' || {geometry} """
                    """|| ',"properties":' || {properties} || '}}'""").format(
         key=_col(layer.primary_key, alias), geometry=geometry, properties=properties)
+
+
+#: CSV types written unquoted (their text never holds a comma, quote or line break).
+_CSV_BARE = (*INTEGER_TYPES, *NUMBER_TYPES, "boolean", "date")
+
+
+def csv_row(layer: LayerMeta, names: list[str], crs: UriCrs | None, alias: str = "t") -> sql.Composable:
+    """A text expression: one CSV line (RFC 4180, ``CRLF``-terminated) of the row ``alias``: the properties
+    ``names`` as PostgreSQL writes them as text, then (unless ``crs`` is ``None``) the geometry as WKT in ``crs``
+    and its axis order, to :attr:`UriCrs.digits` decimals. NULL is an empty field, an empty text ``""``."""
+    cells: list[sql.Composable] = []
+    for name in names:
+        text = sql.SQL("{}::text").format(_col(name, alias))
+        if layer.columns.get(name, "text") not in _CSV_BARE:
+            text = sql.SQL("""'"' || replace({}, '"', '""') || '"'""").format(text)
+        cells.append(sql.SQL("coalesce({}, '')").format(text))
+    if crs is not None:
+        cells.append(sql.SQL("""coalesce('"' || st_astext({}, {}) || '"', '')""").format(
+            geometry_in(crs, alias), sql.Literal(crs.digits)))
+    line = sql.SQL(" || ',' || ").join(cells) if cells else sql.SQL("''")
+    return sql.SQL("({} || E'\\r\\n')").format(line)
+
+
+def csv_header(names: list[str], geometry: bool) -> str:
+    """The header line that goes with :func:`csv_row` (``wkt`` last when there is a geometry)."""
+    cells = [*names, WKT_COLUMN] if geometry else names
+    return ",".join('"' + n.replace('"', '""') + '"' for n in cells) + "\r\n"
 
 
 def conditions(layer: LayerMeta, query: ItemsQuery, params: dict[str, Any]) -> list[sql.Composable]:
@@ -116,8 +157,10 @@ def output_names(layer: LayerMeta, properties: tuple[str, ...] | None) -> list[s
     return [n for n in layer.columns if n in wanted]
 
 
-def page_statement(layer: LayerMeta, query: ItemsQuery) -> Statement:
+def page_statement(layer: LayerMeta, query: ItemsQuery, fmt: str = "json") -> Statement:
     """One page of ``query``: rows ``(matched, returned, chunk)``; one row with ``chunk`` NULL when empty.
+
+    ``fmt`` ``"json"``: ``chunk`` is GeoJSON features joined with commas; ``"csv"``: CSV lines (:func:`csv_row`).
 
     Raises
     ------
@@ -127,7 +170,9 @@ def page_statement(layer: LayerMeta, query: ItemsQuery) -> Statement:
     params: dict[str, Any] = {"layer": layer.id, "limit": query.limit, "offset": query.offset}
     where = conditions(layer, query, params)
     names = output_names(layer, query.properties)
-    feature = feature_json(layer, names, None if query.skip_geometry else query.crs)
+    crs = None if query.skip_geometry else query.crs
+    feature = csv_row(layer, names, crs) if fmt == "csv" else feature_json(layer, names, crs)
+    separator = sql.Literal("" if fmt == "csv" else ",")
     table = _table(layer)
     chunk = sql.Literal(CHUNK_FEATURES)
     if where:
@@ -143,14 +188,14 @@ def page_statement(layer: LayerMeta, query: ItemsQuery) -> Statement:
             )
             select (select count(*) from m) as matched, q.returned, q.chunk
             from (select 1) as one left join (
-                select count(*) as returned, string_agg(q.f, ',' order by q.__n) as chunk, min(q.__n) as first
+                select count(*) as returned, string_agg(q.f, {separator} order by q.__n) as chunk, min(q.__n) as first
                 from (select {feature} as f, p.__n from p join {table} as t on {key} = p.__k) as q
                 group by (q.__n - 1) / {chunk}
             ) as q on true
             order by q.first""").format(
             key=_col(layer.primary_key), sort_cols=sort_cols, table=table,
             where=sql.SQL(" and ").join(where), m_order=_order(layer, query, "m", sort_names),
-            feature=feature, chunk=chunk)
+            feature=feature, chunk=chunk, separator=separator)
     else:
         body = sql.SQL("""
             with p as (
@@ -159,12 +204,12 @@ def page_statement(layer: LayerMeta, query: ItemsQuery) -> Statement:
             )
             select (select feature_count from sdi.layer where id = %(layer)s) as matched, q.returned, q.chunk
             from (select 1) as one left join (
-                select count(*) as returned, string_agg(q.f, ',' order by q.__n) as chunk, min(q.__n) as first
+                select count(*) as returned, string_agg(q.f, {separator} order by q.__n) as chunk, min(q.__n) as first
                 from (select {feature} as f, t.__n from p as t) as q
                 group by (q.__n - 1) / {chunk}
             ) as q on true
             order by q.first""").format(order=_order(layer, query, "t"), table=table, feature=feature,
-                                        chunk=chunk)
+                                        chunk=chunk, separator=separator)
     return Statement(body, params)
 
 

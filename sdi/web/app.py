@@ -9,6 +9,8 @@ tile cache and the pygeoapi bridge). Routes:
 ``/collections/{id}/items[/{fid}]``                        :mod:`sdi.web.features`
 ``/collections/{id}/queryables``, ``/schema``               :mod:`sdi.web.collections`
 ``/collections/{id}/tiles/...``, ``/TileMatrixSets/...``   :mod:`sdi.web.tiles`
+``/collections/{id}/download/{format}``                    :mod:`sdi.web.downloads`
+``/collections/{id}/history``, ``.../changes``              :mod:`sdi.web.history` (loads and what they changed)
 ``/openapi``, ``/conformance``, ``/metadata/{id}.xml``      :mod:`sdi.web.service`
 ``/``, coverages, the catalogue's records, processes, jobs  pygeoapi through :mod:`sdi.web.bridge`
 ``/static``                                                 the package's static files
@@ -35,10 +37,11 @@ from starlette.staticfiles import StaticFiles
 
 from sdi.errors import DatabaseUnavailableError, SdiError
 from sdi.settings import Settings
-from sdi.web import collections, processes, service, tiles
+from sdi.web import collections, history, processes, service, tiles
 from sdi.web.assets import STATIC_DIR
 from sdi.web.bridge import Bridge, server_base
 from sdi.web.compress import CompressionMiddleware
+from sdi.web.downloads import download
 from sdi.web.guards import CancelOnDisconnect, RejectMalformed
 from sdi.web.http import exception_response, sdi_error
 from sdi.web.jobs import JobStore
@@ -170,6 +173,9 @@ def routes() -> list[Route | Mount]:
         Route(c + "/tiles/{tms}/metadata", tiles.tileset),
         Route(c + "/tiles/{tms}/{z}/{row}/{col}", tiles.tile),
         Route(f"{c}/coverage", service.coverage),
+        Route(c + "/download/{format}", download),
+        Route(f"{c}/history", history.history),
+        Route(f"{c}/changes", history.changes),
         Route("/processes", service.processes),
         Route("/processes/{process}", service.processes),
         Route("/processes/{process}/execution", processes.execute, methods=["POST"]),

@@ -1,12 +1,15 @@
 """``/collections``, ``/collections/{id}``, ``.../queryables`` and ``.../schema``: live from the catalogue.
 
 Vector layers are described here from the registry (title and description in the requested language, extent,
-CRSs, links to items, queryables, schema, tiles and metadata, all under the request's base URL). Rasters
-(coverages) and the ``catalogue`` records collection are described by pygeoapi through the bridge.
+CRSs, links to items, queryables, schema, tiles, load history and changes (:mod:`sdi.web.history`) and
+metadata, all under the request's base URL), with one ``rel="enclosure"`` link per download format
+(:mod:`sdi.web.downloads`; ``length`` once the file is made). Rasters (coverages) and the ``catalogue`` records
+collection are described by pygeoapi through the bridge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -14,10 +17,12 @@ from starlette.responses import Response
 
 from sdi.catalogue.models import CatalogueRecord
 from sdi.crs import CRS84_URI, SERVED_CRS, STORAGE_CRS_URI
+from sdi.distribution.formats import download_links
 from sdi.errors import LayerNotFoundError
 from sdi.publishing.config import CATALOGUE_ID, collection_description, collection_links
 from sdi.query.layer import GEOMETRY_COLUMN, LayerMeta
 from sdi.query.params import check_parameters
+from sdi.web.downloads import known_lengths
 from sdi.web.features import client_base, params_of, runtime_of
 from sdi.web.http import (
     HTML,
@@ -48,8 +53,9 @@ def _iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def vector_collection(layer: LayerMeta, base: str, lang: str, fmt: str = "json") -> dict[str, Any]:
-    """The OGC API collection document of a vector layer."""
+def vector_collection(layer: LayerMeta, base: str, lang: str, fmt: str = "json",
+                      lengths: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The OGC API collection document of a vector layer (``lengths``: sizes of the download files made so far)."""
     record = layer.record
     here = f"{base}/collections/{layer.id}"
     description = collection_description(record)
@@ -68,7 +74,11 @@ def vector_collection(layer: LayerMeta, base: str, lang: str, fmt: str = "json")
          "title": "Schema", "href": f"{here}/schema?f=json"},
         {"rel": TILESETS_REL, "type": JSON, "title": "Vector tiles (WebMercatorQuad, HK80Grid)",
          "href": f"{here}/tiles?f=json"},
+        {"rel": "version-history", "type": JSON, "title": "Load history", "href": f"{here}/history?f=json"},
+        {"rel": "related", "type": JSON, "title": "Features the latest load added, removed and changed",
+         "href": f"{here}/changes?f=json"},
         *collection_links(record, base),
+        *download_links(here, lengths),
     ]
     extent: dict[str, Any] = {"spatial": {"bbox": [list(record.bbox_crs84 or (113.8, 22.1, 114.5, 22.6))],
                                           "crs": CRS84_URI}}
@@ -96,14 +106,16 @@ async def collections(request: Request) -> Response:
     fmt = negotiate(request, FORMATS)
     base, lang = client_base(request, runtime), language(request)
     snapshot = runtime.state["registry"].snapshot
-    tag = etag("collections", snapshot.version, fmt, base, lang)
+    lengths = {layer_id: known_lengths(runtime, layer) for layer_id, layer in snapshot.layers.items()}
+    tag = etag("collections", snapshot.version, fmt, base, lang, sorted((k, sorted(v.items()))
+                                                                         for k, v in lengths.items()))
     if not_modified(request, tag):
         return not_modified_response(tag, runtime.web.cache_max_age_s)
     docs = [await _other_collection(request, CATALOGUE_ID, base, lang)]
     for layer_id, record in sorted(snapshot.records.items()):
         layer = snapshot.layers.get(layer_id)
         if layer is not None:
-            docs.append(vector_collection(layer, base, lang))
+            docs.append(vector_collection(layer, base, lang, lengths=lengths.get(layer_id)))
         elif record.kind == "raster":
             try:
                 docs.append(await _other_collection(request, layer_id, base, lang))
@@ -139,7 +151,8 @@ async def collection(request: Request) -> Response:
         if layer is None and record.kind != "raster":
             raise LayerNotFoundError(f"no collection {collection_id[:80]!r}")
     version = layer.load_id if layer is not None else registry.snapshot.version
-    tag = etag("collection", collection_id, version, fmt, base, lang)
+    lengths = known_lengths(runtime, layer) if layer is not None else {}
+    tag = etag("collection", collection_id, version, fmt, base, lang, sorted(lengths.items()))
     if not_modified(request, tag):
         return not_modified_response(tag, runtime.web.cache_max_age_s)
     headers = cache_headers(tag, runtime.web.cache_max_age_s)
@@ -149,7 +162,7 @@ async def collection(request: Request) -> Response:
         return await runtime.state["bridge"].call(request, describe_collections, collection_id, base_url=base,
                                                   lang=lang, page=PageContext("describe_collections", base,
                                                                                 collection_id))
-    doc = vector_collection(layer, base, lang, fmt)
+    doc = vector_collection(layer, base, lang, fmt, lengths)
     if fmt == "html":
         data = {**doc, "collections_path": f"{base}/collections", "dataset_path": f"{base}/collections/{layer.id}"}
         return await render(runtime, base, lang, "collections/collection.html", data, headers)

@@ -1,7 +1,8 @@
 """Brotli or gzip for JSON, GeoJSON, HTML and vector tiles, whichever the client prefers (``Accept-Encoding``).
 
 A pure ASGI middleware: it compresses whole and streamed bodies alike, leaves small bodies (< 1 kB), already
-encoded ones (cached tiles carry their own ``Content-Encoding``) and other media types alone, and adds
+encoded ones (cached tiles carry their own ``Content-Encoding``), file downloads (``Content-Disposition:
+attachment``: their length, ranges and digest describe the file as stored) and other media types alone, and adds
 ``Vary: Accept-Encoding``.
 """
 
@@ -93,8 +94,9 @@ class CompressionMiddleware:
             if start:  # first body message: decide
                 headers = MutableHeaders(raw=start["headers"])
                 media = headers.get("content-type", "").split(";")[0].strip().lower()
-                skip = ("content-encoding" in headers or media not in COMPRESSIBLE or start["status"] in (204, 304)
-                        or (not more and len(body) < MIN_SIZE))
+                attachment = headers.get("content-disposition", "").lower().startswith("attachment")
+                skip = ("content-encoding" in headers or attachment or media not in COMPRESSIBLE
+                        or start["status"] in (204, 206, 304) or (not more and len(body) < MIN_SIZE))
                 if skip:
                     passthrough = True
                     if media in COMPRESSIBLE:

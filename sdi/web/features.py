@@ -3,7 +3,10 @@
 The page statement (:func:`sdi.query.statements.page_statement`) returns the features as comma-joined GeoJSON
 text in chunks; the route writes them between the FeatureCollection's head and tail without parsing them.
 Pages of more than :data:`STREAM_ABOVE` features are streamed chunk by chunk as PostgreSQL produces them.
-HTML pages render pygeoapi's items and item templates (sdi's copies) from the same bytes.
+HTML pages render pygeoapi's items and item templates (sdi's copies) from the same bytes. ``f=csv`` pages are
+CSV written by PostgreSQL the same way (:func:`sdi.query.statements.csv_row`: the properties, then the geometry as
+WKT in the requested CRS and axis order), UTF-8 with a byte-order mark so that Excel reads Chinese, with the
+paging links in a ``Link`` header.
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from starlette.responses import Response, StreamingResponse
 from sdi.errors import FeatureNotFoundError, QueryError
 from sdi.query.layer import LayerMeta
 from sdi.query.params import ItemsQuery, Limits, feature_key, parse_item, parse_items
-from sdi.query.statements import check_sortable, hits_statement, item_statement, page_statement
+from sdi.query.statements import (
+    check_sortable,
+    csv_header,
+    hits_statement,
+    item_statement,
+    output_names,
+    page_statement,
+)
 from sdi.web.http import (
     GEOJSON,
     HTML,
@@ -38,7 +48,10 @@ from sdi.web.http import (
 from sdi.web.pages import render
 from sdi.web.runtime import RawText, Runtime
 
-FORMATS = {"json": GEOJSON, "html": HTML}
+FORMATS = {"json": GEOJSON, "html": HTML, "csv": "text/csv"}
+ITEM_FORMATS = {"json": GEOJSON, "html": HTML}
+CSV = "text/csv; charset=utf-8"
+BOM = b"\xef\xbb\xbf"  #: the UTF-8 byte-order mark: Excel then reads CSV as UTF-8
 STREAM_ABOVE = 1000  #: pages with a larger ``limit`` are streamed
 
 
@@ -129,6 +142,8 @@ async def items(request: Request) -> Response:
     if not_modified(request, tag):
         return not_modified_response(tag, web.cache_max_age_s)
     headers = {**cache_headers(tag, web.cache_max_age_s), "Content-Crs": f"<{query.crs.uri}>"}
+    if fmt == "csv":
+        return await _csv(runtime, base, layer, params, query, headers)
     if query.hits:
         matched = await _hits(runtime, layer, query)
         doc = {"type": "FeatureCollection", "features": [], "numberMatched": matched, "numberReturned": 0,
@@ -139,7 +154,7 @@ async def items(request: Request) -> Response:
     if fmt == "json" and query.limit > STREAM_ABOVE:
         return await _stream(runtime, base, layer, params, query, headers)
     async with runtime.heavy(is_heavy(query)):
-        rows = await runtime.fresh(lambda: _page(runtime, layer, query))
+        rows = await runtime.fresh(lambda: _page(runtime, layer, query, "json"))
     matched = int(rows[0][0]) if rows else 0
     returned = sum(int(r[1] or 0) for r in rows)
     links = _links(base, layer, params, fmt, query, matched, returned)
@@ -151,8 +166,8 @@ async def items(request: Request) -> Response:
     return Response(body, media_type=GEOJSON, headers=headers)
 
 
-async def _page(runtime: Runtime, layer: LayerMeta, query: ItemsQuery) -> list[tuple[Any, ...]]:
-    statement = page_statement(layer, query)
+async def _page(runtime: Runtime, layer: LayerMeta, query: ItemsQuery, fmt: str) -> list[tuple[Any, ...]]:
+    statement = page_statement(layer, query, fmt)
     async with runtime.connection() as conn:
         cur = conn.cursor()
         cur.adapters.register_loader("text", RawText)
@@ -175,19 +190,7 @@ async def _hits(runtime: Runtime, layer: LayerMeta, query: ItemsQuery) -> int:
 async def _stream(runtime: Runtime, base: str, layer: LayerMeta, params: dict[str, str], query: ItemsQuery,
                   headers: dict[str, str]) -> Response:
     """A large page, sent chunk by chunk while PostgreSQL produces it (the connection is held until the end)."""
-    statement = page_statement(layer, query)
-    stack = AsyncExitStack()
-    try:
-        await stack.enter_async_context(runtime.heavy())
-        conn = await stack.enter_async_context(runtime.connection())
-        cur = conn.cursor()
-        cur.adapters.register_loader("text", RawText)
-        rows = cast(AsyncGenerator[Any, None], cur.stream(statement.query, statement.params))
-        first = await anext(rows)
-    except BaseException as exc:
-        if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
-            raise
-        raise
+    first, rows, stack = await _first_chunk(runtime, layer, query, "json")
 
     async def body() -> AsyncIterator[bytes]:
         returned = int(first[1] or 0)
@@ -205,6 +208,66 @@ async def _stream(runtime: Runtime, base: str, layer: LayerMeta, params: dict[st
                         b',"links":', json_bytes(links), b',"timeStamp":"', _now().encode(), b'"}'))
 
     return StreamingResponse(body(), media_type=GEOJSON, headers=headers)
+
+
+async def _first_chunk(runtime: Runtime, layer: LayerMeta, query: ItemsQuery,
+                       fmt: str) -> tuple[Any, AsyncGenerator[Any, None], AsyncExitStack]:
+    """The first row of a page statement, the generator of the others and what holds the heavy slot and the
+    connection until the generator is closed."""
+    statement = page_statement(layer, query, fmt)
+    stack = AsyncExitStack()
+    try:
+        await stack.enter_async_context(runtime.heavy())
+        conn = await stack.enter_async_context(runtime.connection())
+        cur = conn.cursor()
+        cur.adapters.register_loader("text", RawText)
+        rows = cast(AsyncGenerator[Any, None], cur.stream(statement.query, statement.params))
+        first = await anext(rows)
+    except BaseException as exc:
+        if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+        raise
+    return first, rows, stack
+
+
+def link_header(links: list[dict[str, str]]) -> str:
+    """An RFC 8288 ``Link`` header of ``links``."""
+    return ", ".join(f'<{link["href"]}>; rel="{link["rel"]}"; type="{link["type"]}"' for link in links)
+
+
+async def _csv(runtime: Runtime, base: str, layer: LayerMeta, params: dict[str, str], query: ItemsQuery,
+               headers: dict[str, str]) -> Response:
+    """A page as CSV: a header line, then one line per feature (streamed when over :data:`STREAM_ABOVE`)."""
+    if query.hits:
+        raise QueryError("resulttype: hits is not offered as CSV; use f=json")
+    head = BOM + csv_header(output_names(layer, query.properties), not query.skip_geometry).encode("utf-8")
+
+    def with_links(matched: int) -> dict[str, str]:
+        returned = max(0, min(query.limit, matched - query.offset))
+        links = _links(base, layer, params, "csv", query, matched, returned)
+        here = {k: v for k, v in params.items() if k != "f"}
+        links.insert(0, {"rel": "self", "type": FORMATS["csv"], "title": "This page as CSV",
+                         "href": f"{base}/collections/{layer.id}/items" + query_string({**here, "f": "csv"})})
+        return {**headers, "Link": link_header(links)}
+
+    if query.limit <= STREAM_ABOVE:
+        async with runtime.heavy(is_heavy(query)):
+            rows = await runtime.fresh(lambda: _page(runtime, layer, query, "csv"))
+        matched = int(rows[0][0]) if rows else 0
+        body = head + b"".join(r[2] for r in rows if r[2])
+        return Response(body, media_type=CSV, headers=with_links(matched))
+    first, rest, stack = await _first_chunk(runtime, layer, query, "csv")
+
+    async def body_chunks() -> AsyncIterator[bytes]:
+        try:
+            yield head + (first[2] or b"")
+            async for row in rest:
+                yield row[2]
+        finally:
+            await rest.aclose()
+            await stack.aclose()
+
+    return StreamingResponse(body_chunks(), media_type=CSV, headers=with_links(int(first[0] or 0)))
 
 
 async def _html(runtime: Runtime, base: str, lang: str, layer: LayerMeta, doc: dict[str, Any], query: ItemsQuery,
@@ -238,7 +301,7 @@ async def item(request: Request) -> Response:
     """``GET /collections/{id}/items/{fid}`` of a vector layer."""
     runtime = runtime_of(request)
     layer = await runtime.state["registry"].layer(request.path_params["collection"])
-    fmt = negotiate(request, FORMATS)
+    fmt = negotiate(request, ITEM_FORMATS)
     params = params_of(request)
     query = parse_item(params, layer)
     fid = str(request.path_params["fid"])

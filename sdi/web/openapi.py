@@ -9,7 +9,8 @@ standards) and adds the definitions used, and those they use, to the document's 
 It also corrects what the generator says about the routes sdi answers itself (see :func:`correct`): the
 parameters of the items of vector layers (:data:`sdi.query.params.ITEMS_PARAMETERS` and every property), the
 formats each route offers, the tile matrix sets, the responses of the conformance, collections, queryables,
-tiles and coverage routes, and the paths of the tile matrix sets and tilesets, which pygeoapi does not list.
+tiles and coverage routes, and the paths of the tile matrix sets, tilesets, downloads, load history and changes,
+which pygeoapi does not list.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from sdi.distribution.formats import FORMATS
 from sdi.publishing.config import CATALOGUE_ID
 from sdi.query.cql import MAX_FILTER_CHARS
 from sdi.query.params import ITEMS_PARAMETERS, MAX_Q_CHARS
 from sdi.query.tms import grids
+from sdi.web.history import CHANGES_LIMITS, HISTORY_LIMITS, MAX_OFFSET
 
 LOGGER = logging.getLogger(__name__)
 COMPONENTS_FILE = "openapi_components.yml"
@@ -63,6 +66,13 @@ def shipped() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     parameters["OGCTiles.tileMatrix"]["schema"]["maximum"] = max(g.max_zoom for g in grids().values())
     parameters["SDI.q"]["schema"]["maxLength"] = MAX_Q_CHARS
     parameters["SDI.filter"]["schema"]["maxLength"] = MAX_FILTER_CHARS
+    parameters["SDI.download-format"]["schema"]["enum"] = list(FORMATS)
+    parameters["SDI.history-limit"]["schema"].update(default=HISTORY_LIMITS[0], maximum=HISTORY_LIMITS[1])
+    parameters["SDI.changes-limit"]["schema"].update(default=CHANGES_LIMITS[0], maximum=CHANGES_LIMITS[1])
+    parameters["SDI.offset"]["schema"]["maximum"] = MAX_OFFSET
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    for name in ("SDI.Download", "SDI.PartialDownload"):
+        components["responses"][name]["content"] = {f.media_type: binary for f in FORMATS.values()}
     return dict(data["sources"]), components
 
 
@@ -238,7 +248,7 @@ def _r(name: str) -> dict[str, str]:
 
 #: Items of vector layers: each parameter of ITEMS_PARAMETERS but ``limit`` and ``properties`` (pygeoapi's are
 #: right: the server's page sizes and the layer's property names).
-ITEMS = {"f": _p("SDI.f"), "lang": _p("lang"), "bbox": _p("bbox"), "bbox-crs": _p("bbox-crs"),
+ITEMS = {"f": _p("SDI.f-items"), "lang": _p("lang"), "bbox": _p("bbox"), "bbox-crs": _p("bbox-crs"),
          "crs": _p("crs"), "datetime": _p("OGCFeatures.datetime"), "filter": _p("SDI.filter"),
          "filter-lang": _p("SDI.filter-lang"), "filter-crs": _p("SDI.filter-crs"), "offset": _p("offset"),
          "q": _p("SDI.q"), "resulttype": _p("SDI.resulttype"), "skipGeometry": _p("skipGeometry"),
@@ -299,6 +309,30 @@ def _vector_items(doc: dict[str, Any], layer: str) -> None:
         operation = _get(doc, f"/collections/{layer}/{which}")
         if operation is not None:
             operation["parameters"] = [_p("SDI.f"), _p("lang")]
+
+
+def _layer_files(doc: dict[str, Any], layer: str, vector: bool) -> None:
+    """The history and changes routes of a layer and, for a vector layer, its downloads."""
+    here, title = f"/collections/{layer}", _title(doc, layer)
+    tags = list((_get(doc, here) or {}).get("tags", [layer]))
+    operation = f"{re.sub(r'[^A-Za-z0-9]', '', layer.title())}"
+    doc["paths"][f"{here}/history"] = {"get": {
+        "summary": f"The load history of {title}", "tags": tags, "operationId": f"get{operation}History",
+        "description": "The collection's loads, newest first, each with what it changed.",
+        "parameters": [_p("SDI.f"), _p("lang"), _p("SDI.history-limit"), _p("SDI.offset")],
+        "responses": {"200": _r("SDI.History"), **ERRORS}}}
+    doc["paths"][f"{here}/changes"] = {"get": {
+        "summary": f"The features a load of {title} added, removed and changed", "tags": tags,
+        "operationId": f"get{operation}Changes",
+        "description": "The ids the latest load (or `load`) added, removed and changed, so a copy can be updated.",
+        "parameters": [_p("SDI.f-json"), _p("lang"), _p("SDI.load"), _p("SDI.changes-limit"), _p("SDI.offset")],
+        "responses": {"200": _r("SDI.Changes"), **ERRORS}}}
+    if vector:
+        doc["paths"][f"{here}/download/{{format}}"] = {"get": {
+            "summary": f"Download {title} as one file", "tags": tags, "operationId": f"download{operation}",
+            "description": "The whole layer in one of the download formats, made once per load and cached.",
+            "parameters": [_p("SDI.download-format")],
+            "responses": {"200": _r("SDI.Download"), "206": _r("SDI.PartialDownload"), **ERRORS}}}
 
 
 def _items_order(name: str) -> tuple[int, str]:
@@ -366,7 +400,9 @@ def correct(doc: dict[str, Any]) -> dict[str, Any]:
       property; an item, ``crs``, ``properties`` and ``skipGeometry``; no route takes undeclared parameters
       (pygeoapi's ``vendorSpecificParameters``: sdi answers 400 to an unknown parameter);
     * tiles: the grids sdi serves (``tileMatrixSetId``), whole-number tile indices, ``204`` for an empty tile,
-      and the tileset paths; the ``/TileMatrixSets`` paths when a layer has tiles.
+      and the tileset paths; the ``/TileMatrixSets`` paths when a layer has tiles;
+    * the ``history`` and ``changes`` paths of every layer and the ``download/{format}`` path of vector layers,
+      which pygeoapi does not know.
     """
     paths: dict[str, Any] = doc.setdefault("paths", {})
     for item in paths.values():
@@ -389,6 +425,7 @@ def correct(doc: dict[str, Any]) -> dict[str, Any]:
         if layer != CATALOGUE_ID:
             _vector_items(doc, layer)
             _tiles(doc, layer)
+            _layer_files(doc, layer, vector=f"/collections/{layer}/items" in paths)
     if any(re.fullmatch(r"/collections/[^/]+/tiles", path) for path in paths):
         _tile_matrix_sets(doc)
     return doc

@@ -30,7 +30,8 @@ from sdi.web.pages import PageContext, render
 
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 METADATA = {".xml": ("iso19139", "application/vnd.iso.19139+xml; charset=utf-8"),
-            ".jsonld": ("dcat", "application/ld+json; charset=utf-8")}
+            ".jsonld": ("dcat", "application/ld+json; charset=utf-8"),
+            ".yml": ("mcf", "application/x-yaml; charset=utf-8")}
 MAX_OPENAPI_DOCS = 4
 _FEATURES = "http://www.opengis.net/spec/ogcapi-features-{}/1.0/conf/{}"
 _CQL2 = "http://www.opengis.net/spec/cql2/1.0/conf/{}"
@@ -125,7 +126,7 @@ async def metadata(request: Request) -> Response:
     name = str(request.path_params["name"])
     suffix = next((s for s in METADATA if name.endswith(s)), None)
     if suffix is None:
-        raise LayerNotFoundError(f"no metadata document {name[:80]!r}; use <id>.xml or <id>.jsonld")
+        raise LayerNotFoundError(f"no metadata document {name[:80]!r}; use <id>.xml, <id>.jsonld or <id>.yml")
     fmt, media_type = METADATA[suffix]
     record = await runtime.state["registry"].record(name[: -len(suffix)])
     base = client_base(request, runtime)

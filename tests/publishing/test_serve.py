@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+import yaml
 
 from sdi.layerdef import read_definition
 from sdi.publishing.app import APPLICATION_NAME, reader_url
@@ -96,7 +97,10 @@ def test_metadata_documents(server: str) -> None:
     assert jsonld.status_code == 200
     assert jsonld.headers["content-type"].startswith("application/ld+json")
     assert jsonld.json()["@id"]
-    for missing in ("/metadata/no_such_layer.xml", "/metadata/no_such_layer.jsonld", "/metadata/districts_18.txt"):
+    mcf = requests.get(f"{server}/metadata/districts_18.yml", timeout=30)  # the records link it too
+    assert mcf.status_code == 200 and mcf.headers["content-type"].startswith("application/x-yaml")
+    assert yaml.safe_load(mcf.text)["metadata"]["identifier"] == "districts_18"
+    for missing in ("/metadata/no_such_layer.xml", "/metadata/no_such_layer.yml", "/metadata/districts_18.txt"):
         response = requests.get(f"{server}{missing}", timeout=30)
         assert response.status_code == 404, missing
         assert response.json()["code"] == "NotFound"

@@ -252,7 +252,10 @@ def test_items_document_exactly_the_parameters_the_server_accepts(live: Live, do
                       if schema.get("x-ogc-role") != "primary-geometry"}
         items = parameters(document, document["paths"][f"/collections/{layer}/items"]["get"])
         assert set(items) == ITEMS_PARAMETERS | properties, set(items) ^ (ITEMS_PARAMETERS | properties)
-        assert items["f"]["schema"]["enum"] == ["json", "html"]
+        assert items["f"]["schema"]["enum"] == ["json", "html", "csv"]
+        for f in items["f"]["schema"]["enum"]:
+            answer = requests.get(f"{live.url}/collections/{layer}/items", params={"f": f, "limit": 2}, timeout=30)
+            assert answer.status_code == 200, (layer, f, answer.text[:200])
         assert items["filter-lang"]["schema"]["enum"] == ["cql2-text", "cql2-json", "ecql"]
         assert items["resulttype"]["schema"]["enum"] == ["results", "hits"]
         item = parameters(document, document["paths"][f"/collections/{layer}/items/{{featureId}}"]["get"])
@@ -306,6 +309,33 @@ def test_tiles_and_formats_are_those_the_routes_answer(live: Live, document: dic
 
 
 @pytest.mark.db
+def test_downloads_history_and_changes_are_documented_as_served(live: Live, document: dict[str, Any]) -> None:
+    paths = document["paths"]
+    for layer in (*VECTORS, RASTER):
+        history = parameters(document, paths[f"/collections/{layer}/history"]["get"])
+        assert set(history) == {"f", "lang", "limit", "offset"}
+        for f in history["f"]["schema"]["enum"]:
+            answer = requests.get(f"{live.url}/collections/{layer}/history", params={"f": f}, timeout=30)
+            assert answer.status_code == 200, (layer, f, answer.status_code)
+        too_many = history["limit"]["schema"]["maximum"] + 1
+        assert requests.get(f"{live.url}/collections/{layer}/history", params={"limit": too_many},
+                            timeout=30).status_code in (200, 400)  # capped, never unbounded
+        changes = parameters(document, paths[f"/collections/{layer}/changes"]["get"])
+        assert set(changes) == {"f", "lang", "load", "limit", "offset"}
+        answer = requests.get(f"{live.url}/collections/{layer}/changes?f=json", timeout=30)
+        assert answer.status_code == 200 and "feature_ids" in answer.json(), (layer, answer.text[:200])
+    assert f"/collections/{RASTER}/download/{{format}}" not in paths  # rasters have no vector downloads
+    operation = paths[f"/collections/{VECTORS[0]}/download/{{format}}"]["get"]
+    formats = parameters(document, operation)["format"]["schema"]["enum"]
+    content = resolve(document, operation["responses"]["200"]["$ref"])["content"]
+    for fmt in formats:
+        answer = requests.head(f"{live.url}/collections/{VECTORS[0]}/download/{fmt}", timeout=120)
+        assert answer.status_code == 200, (fmt, answer.status_code)
+        assert answer.headers["Content-Type"] in content, (fmt, answer.headers["Content-Type"])
+    assert requests.head(f"{live.url}/collections/{VECTORS[0]}/download/kml", timeout=30).status_code == 404
+
+
+@pytest.mark.db
 def test_generated_requests_to_sdis_own_routes_are_never_a_server_error(live: Live,
                                                                       document: dict[str, Any]) -> None:
     """schemathesis on the document as served (positive and negative, 5 examples an operation, derandomized)."""
@@ -317,7 +347,7 @@ def test_generated_requests_to_sdis_own_routes_are_never_a_server_error(live: Li
     schema = schemathesis.openapi.from_dict(document).include(
         method="GET", path_regex=rf"^/(conformance|collections|TileMatrixSets.*|collections/({layers})(/.*)?)$")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 4 + 8 * len(VECTORS)
+    assert len(operations) == 4 + 11 * len(VECTORS)
     errors: list[str] = []
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         for operation in operations:
