@@ -2,7 +2,8 @@
 
 One transaction does it all: create a staging table, COPY the rows in (binary, geometries as EWKB;
 each chunk reprojected and encoded on a worker thread while the previous one is sent),
-add the primary key and GiST index, ANALYZE, compare with the live table (what was added, removed and
+add the primary key and GiST index, ANALYZE, grant SELECT to the roles of the layer's access
+(:mod:`sdi.access.roles`), compare with the live table (what was added, removed and
 changed: :mod:`loaders.changes`), record the load-history and layer rows (and the changed ids), drop the
 live table and rename the staging table into its place. Readers see the previous version until the
 commit; a load that fails or is killed at any moment rolls back and leaves it intact.
@@ -34,6 +35,8 @@ from loaders.changes import compare, prune_ids, record_ids
 from loaders.copy_binary import HEADER, TRAILER, encode_rows
 from loaders.layer import NormalisedLayer
 from loaders.report import LoadReport
+from sdi.access.groups import access_groups
+from sdi.access.roles import grant_layer
 from sdi.catalogue.store import refresh_record, temporal_extent
 from sdi.crs import HK_GRID
 from sdi.errors import LayerNotFoundError, LoadInterruptedError
@@ -132,6 +135,7 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
         conn.execute(sql.SQL("create index {} on {} using gist (geom)").format(
             sql.Identifier(_name(stage, "geom_idx")), stage_ident))
         conn.execute(sql.SQL("analyze {}").format(stage_ident))
+        grant_layer(conn, SCHEMA, stage, access_groups(definition.access), settings.reader_role)  # kept by the rename
         conn.execute(sql.SQL("comment on table {} is {}").format(
             stage_ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
         report.features_written = written

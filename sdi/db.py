@@ -7,6 +7,7 @@ once, in order, in its own transaction, and recorded in ``sdi.schema_migrations`
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from urllib.parse import unquote
 import psycopg
 from psycopg import sql
 
+from sdi.access.roles import ANON, ROLEMAKER, grant_layer
 from sdi.errors import ConfigError, DatabaseUnavailableError, SdiError
 from sdi.settings import Settings
 
@@ -162,41 +164,44 @@ def schema_version(conn: psycopg.Connection) -> int:
 
 
 def _ensure_roles(conn: psycopg.Connection, settings: Settings) -> None:
-    owner, reader = sql.Identifier(settings.owner_role), sql.Identifier(settings.reader_role)
-    for role, login in ((settings.owner_role, False), (settings.reader_role, True)):
+    """The owner, the API's login role (``NOINHERIT``: it reads layers only after ``SET ROLE``) and the access
+    roles every database of the cluster shares (:mod:`sdi.access.roles`)."""
+    for role, options in ((settings.owner_role, "nologin"), (settings.reader_role, "login noinherit"),
+                          (ANON, "nologin"), (ROLEMAKER, "nologin createrole")):
         if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone() is None:
-            conn.execute(
-                sql.SQL("create role {} {}").format(
-                    sql.Identifier(role), sql.SQL("login" if login else "nologin")
-                )
-            )
+            conn.execute(sql.SQL("create role {} {}").format(sql.Identifier(role), sql.SQL(options)))
+    reader = sql.Identifier(settings.reader_role)
+    conn.execute(sql.SQL("alter role {} noinherit").format(reader))
     if settings.reader_password:
-        conn.execute(
-            sql.SQL("alter role {} password {}").format(reader, sql.Literal(settings.reader_password))
-        )
+        conn.execute(sql.SQL("alter role {} password {}").format(reader, sql.Literal(settings.reader_password)))
+    conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(ANON), reader))
     is_super = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()
     if not (is_super and is_super[0]):
-        conn.execute(sql.SQL("grant {} to current_user").format(owner))
+        conn.execute(sql.SQL("grant {}, {} to current_user").format(sql.Identifier(settings.owner_role),
+                                                                    sql.Identifier(ROLEMAKER)))
+
+
+#: Tables with row-level security, and whether the API's login role itself may also write them.
+RLS_TABLES = {"layer": False, "load_history": False, "load_changes": False, "jobs": True}
+#: What the public role (and so every access role) may read: the catalogue rows it may see (RLS).
+ANON_READS = ("layer", "load_history", "load_changes")
+
+
+def _policy(conn: psycopg.Connection, table: str, name: str, command: str, role: str) -> None:
+    if conn.execute("select 1 from pg_policies where schemaname = 'sdi' and tablename = %s and policyname = %s",
+                    (table, name)).fetchone() is None:
+        check = sql.SQL(" with check (true)") if command == "all" else sql.SQL("")
+        conn.execute(sql.SQL("create policy {} on {} for {} to {} using (true){}").format(
+            sql.Identifier(name), sql.Identifier("sdi", table), sql.SQL(command), sql.Identifier(role), check))
 
 
 def _grant(conn: psycopg.Connection, settings: Settings) -> None:
     owner, reader = sql.Identifier(settings.owner_role), sql.Identifier(settings.reader_role)
+    anon, rolemaker = sql.Identifier(ANON), sql.Identifier(ROLEMAKER)
     dbname = conn.info.dbname
     conn.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(dbname), reader))
-    for schema in ("sdi", "layers"):
-        s = sql.Identifier(schema)
-        conn.execute(sql.SQL("alter schema {} owner to {}").format(s, owner))
-        conn.execute(sql.SQL("grant usage on schema {} to {}").format(s, reader))
-        conn.execute(sql.SQL("revoke create on schema {} from public").format(s))
-        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(s, reader))
-        conn.execute(
-            sql.SQL("alter default privileges for role {} in schema {} grant select on tables to {}").format(
-                owner, s, reader
-            )
-        )
-    for name in WRITABLE_BY_READER:  # the API's process manager keeps its jobs here
-        conn.execute(sql.SQL("grant insert, update, delete on {} to {}").format(
-            sql.Identifier(*name.split(".")), reader))
+    conn.execute("insert into sdi.access_config (reader_role) values (%s) on conflict (singleton)"
+                 " do update set reader_role = excluded.reader_role", (settings.reader_role,))
     for table in conn.execute(
         "select schemaname, tablename from pg_tables where schemaname in ('sdi', 'layers')"
     ).fetchall():
@@ -205,11 +210,54 @@ def _grant(conn: psycopg.Connection, settings: Settings) -> None:
         "select schemaname, sequencename from pg_sequences where schemaname = 'sdi'"
     ).fetchall():
         conn.execute(sql.SQL("alter sequence {}.{} owner to {}").format(*map(sql.Identifier, seq), owner))
+    for schema in ("sdi", "layers"):
+        s = sql.Identifier(schema)
+        conn.execute(sql.SQL("alter schema {} owner to {}").format(s, owner))
+        conn.execute(sql.SQL("grant usage on schema {} to {}, {}").format(s, reader, anon))
+        conn.execute(sql.SQL("revoke create on schema {} from public").format(s))
+    # the catalogue (the registry of every layer) and the keys: the login role itself
+    conn.execute(sql.SQL("grant select on all tables in schema sdi to {}").format(reader))
+    conn.execute(sql.SQL("alter default privileges for role {} in schema sdi grant select on tables to {}").format(
+        owner, reader))
+    # layer tables: only the roles of each layer's access (below), never the login role itself
+    conn.execute(sql.SQL("revoke select on all tables in schema layers from {}").format(reader))
+    conn.execute(sql.SQL("alter default privileges for role {} in schema layers revoke select on tables from {}")
+                 .format(owner, reader))
+    conn.execute(sql.SQL("grant usage on schema sdi to {}").format(rolemaker))
+    conn.execute(sql.SQL("grant select on sdi.access_config to {}").format(rolemaker))
+    conn.execute(sql.SQL("grant execute on function sdi.access_role(text[]) to {}, {}").format(owner, reader))
+    for name in ANON_READS:
+        conn.execute(sql.SQL("grant select on {} to {}").format(sql.Identifier("sdi", name), anon))
+    for name in WRITABLE_BY_READER:  # the API's process manager keeps its jobs here
+        conn.execute(sql.SQL("grant select, insert, update, delete on {} to {}, {}").format(
+            sql.Identifier(*name.split(".")), reader, anon))
+    conn.execute(sql.SQL("grant insert on sdi.access_log to {}").format(reader))
+    conn.execute(sql.SQL("grant usage on sequence sdi.access_log_id_seq to {}").format(reader))
+    for name, writes in RLS_TABLES.items():
+        _policy(conn, name, f"{name}_owner", "all", settings.owner_role)
+        _policy(conn, name, f"{name}_reader", "all" if writes else "select", settings.reader_role)
+    for layer_id, groups in conn.execute(
+        "select id, access_groups from sdi.layer where kind = 'vector' and to_regclass(table_name) is not null"
+    ).fetchall():
+        grant_layer(conn, "layers", layer_id, groups, settings.reader_role)
 
 
 def upgrade(settings: Settings) -> list[Migration]:
     """Apply pending migrations of schema ``sdi``; return the ones applied (empty when up to date)."""
     applied: list[Migration] = []
+    with connect(settings, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            for attempt in range(5):  # roles are shared by the cluster's databases, whose locks are their own
+                try:
+                    _ensure_roles(conn, settings)
+                    break
+                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.InternalError):
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
+        finally:
+            conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
     with connect(settings) as conn, conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute("create schema if not exists sdi")
@@ -244,9 +292,4 @@ def init_db(settings: Settings) -> list[Migration]:
     with connect(settings, autocommit=True) as conn:
         for ext in EXTENSIONS:
             conn.execute(sql.SQL("create extension if not exists {}").format(sql.Identifier(ext)))
-        conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
-        try:
-            _ensure_roles(conn, settings)
-        finally:
-            conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return upgrade(settings)

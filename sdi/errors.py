@@ -83,6 +83,18 @@ class ServiceBusyError(SdiError, RuntimeError):
     """The server cannot take more work now (all database connections busy); retry shortly."""
 
 
+class AuthenticationError(SdiError, PermissionError):
+    """An API key or bearer token is invalid, revoked or expired (HTTP 401 with ``WWW-Authenticate``)."""
+
+
+class RateLimitedError(SdiError, RuntimeError):
+    """An identity sent more requests than its rate limit allows (HTTP 429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PlanningError(SdiError, ValueError):
     """A planning request is invalid: unknown engine or predicate, an empty district, a bad input frame."""
 
@@ -104,6 +116,8 @@ HTTP_STATUS: dict[type[SdiError], int] = {
     SourceNotFoundError: 404,
     LayerNotFoundError: 404,
     FeatureNotFoundError: 404,
+    AuthenticationError: 401,
+    RateLimitedError: 429,
     ServiceBusyError: 503,
     DatabaseUnavailableError: 503,
     LoadInterruptedError: 500,

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from sdi.access.groups import Access
 from sdi.errors import ConfigError, LayerDefinitionError, LayerNotFoundError, SourceNotFoundError
 from sdi.yamlfile import read_yaml
 
@@ -179,6 +180,7 @@ class LayerDefinition(_Strict):
     update_frequency: UpdateFrequency = "notPlanned"
     attribution: str | None = None
     synthetic: bool = False
+    access: Access = "public"
 
     _yaml_path: Path | None = PrivateAttr(default=None)
     _fetched_path: Path | None = PrivateAttr(default=None)

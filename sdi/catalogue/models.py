@@ -39,6 +39,7 @@ class CatalogueRecord(BaseModel):
     lineage: dict[str, Any] = Field(default_factory=dict)
     links: list[dict[str, str]] = Field(default_factory=list)
     synthetic: bool = False
+    access_groups: tuple[str, ...] | None = None  #: ``None``: public; else the groups that may read it
     loaded_at: dt.datetime
     score: float | None = None
 

@@ -37,6 +37,7 @@ from pygeoapi.provider.base import (
     ProviderQueryError,
 )
 
+from sdi.access.roles import as_public
 from sdi.catalogue import search as _search
 from sdi.catalogue.models import CatalogueRecord
 from sdi.catalogue.store import rebase
@@ -252,6 +253,7 @@ class CatalogueRecordsProvider(BaseProvider):
             return
         with _provider_errors():
             conn = connect(self._settings())
+            as_public(conn)  # pygeoapi serving a snapshot knows no identities: public records only
         try:
             with _provider_errors():
                 yield _search.fetcher(conn)

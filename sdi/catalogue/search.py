@@ -25,7 +25,7 @@ TYPO_THRESHOLD = 0.5  #: minimum pg_trgm word_similarity for a fuzzy English mat
 
 RECORD_COLUMNS = """id, kind, title_en, title_zh, abstract_en, abstract_zh, keywords_en, keywords_zh, custodian,
  licence, attribution, theme, update_frequency, geometry_type, feature_count, fields, lineage, links, synthetic,
- loaded_at, temporal_start, temporal_end,
+ access_groups, loaded_at, temporal_start, temporal_end,
  case when extent_crs84 is null then null else array[st_xmin(extent_crs84), st_ymin(extent_crs84),
    st_xmax(extent_crs84), st_ymax(extent_crs84)] end as bbox_crs84,
  case when extent is null then null else array[st_xmin(extent), st_ymin(extent), st_xmax(extent),

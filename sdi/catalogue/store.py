@@ -10,6 +10,7 @@ import numpy as np
 import psycopg
 import shapely
 
+from sdi.access.groups import access_groups
 from sdi.crs import HK_GRID, reprojection
 from sdi.layerdef import LayerDefinition
 
@@ -101,9 +102,10 @@ def refresh_record(conn: psycopg.Connection, definition: LayerDefinition, *, kin
         "update sdi.layer set keywords_en = %(en)s, keywords_zh = %(zh)s, theme = %(theme)s,"
         " attribution = %(attr)s, update_frequency = %(freq)s,"
         " extent_crs84 = st_geomfromtext(%(crs84)s, 4326), temporal_start = %(t0)s, temporal_end = %(t1)s,"
-        " lineage = %(lineage)s::jsonb, links = %(links)s::jsonb where id = %(id)s",
+        " lineage = %(lineage)s::jsonb, links = %(links)s::jsonb, access_groups = %(access)s where id = %(id)s",
         {"en": en, "zh": zh, "theme": definition.theme, "attr": definition.attribution or definition.licence,
          "freq": definition.update_frequency, "crs84": extent_crs84(bounds), "t0": temporal[0], "t1": temporal[1],
          "lineage": json.dumps(lineage, ensure_ascii=False, default=str),
-         "links": json.dumps(links(definition, public_url, kind), ensure_ascii=False), "id": definition.id},
+         "links": json.dumps(links(definition, public_url, kind), ensure_ascii=False), "id": definition.id,
+         "access": None if (groups := access_groups(definition.access)) is None else list(groups)},
     )

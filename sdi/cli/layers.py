@@ -41,20 +41,20 @@ def layers_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
     with connect(settings_from_env()) as conn:
         rows = conn.execute(
-            "select id, title_en, title_zh, coalesce(geometry_type, kind), feature_count, loaded_at, synthetic"
-            " from sdi.layer order by id").fetchall()
+            "select id, title_en, title_zh, coalesce(geometry_type, kind), feature_count, loaded_at, synthetic,"
+            " access_groups from sdi.layer order by id").fetchall()
     if as_json:
         consoles.out.print_json(data=[dict(zip(("id", "title_en", "title_zh", "geometry_type", "feature_count",
-                                          "loaded_at", "synthetic"), r, strict=True)) for r in rows],
+                                          "loaded_at", "synthetic", "access_groups"), r, strict=True)) for r in rows],
                        default=str)
         return
     table = Table(title=f"{len(rows)} loaded layer(s)")
-    for col in ("id", "title", "type", "features", "loaded at"):
+    for col in ("id", "title", "type", "features", "loaded at", "access"):
         table.add_column(col, justify="right" if col == "features" else "left")
     for r in rows:
         title = f"{r[1]} / {r[2]}" if r[2] else r[1]
-        table.add_row(r[0], title + (" [synthetic]" if r[6] else ""), r[3], f"{r[4]:,}",
-                      r[5].strftime("%Y-%m-%d %H:%M"))
+        table.add_row(r[0], Text(title + (" [synthetic]" if r[6] else "")), r[3], f"{r[4]:,}",
+                      r[5].strftime("%Y-%m-%d %H:%M"), "public" if r[7] is None else "groups: " + ", ".join(r[7]))
     consoles.out.print(table)
 
 
@@ -89,6 +89,27 @@ def layers_history(
         table.add_row(str(load_id), status, finished.strftime("%Y-%m-%d %H:%M:%S"), f"{written:,}", text,
                       Text(reason or ""))  # a reason is shown as written, never as markup
     consoles.out.print(table)
+
+
+@layers_app.command("set-access")
+@clean_errors
+def layers_set_access(
+    layer_id: Annotated[str, typer.Argument(help="A loaded layer.")],
+    groups: Annotated[list[str] | None, typer.Option("--group", help="A group that may read it (repeatable).")] = None,
+    public: Annotated[bool, typer.Option("--public", help="Make it readable by everyone.")] = False,
+) -> None:
+    """Change who may read a loaded layer now (the API follows without a restart); its YAML `access` decides
+    again at its next load."""
+    from sdi.access.manage import set_access
+    from sdi.db import connect
+
+    if public == bool(groups):
+        raise ConfigError("give either --public or at least one --group")
+    settings = settings_from_env()
+    with connect(settings) as conn:
+        now = set_access(conn, settings, layer_id, None if public else groups)
+    consoles.out.print(f"{layer_id}: " + ("public" if now is None else "readable by groups " + ", ".join(now)),
+                       markup=False)
 
 
 @layers_app.command("drop")

@@ -35,7 +35,7 @@ from sdi.client.base import (
     progress_bar,
     typed_frame,
 )
-from sdi.errors import ConfigError, LayerNotFoundError, SdiError
+from sdi.errors import AuthenticationError, ConfigError, LayerNotFoundError, SdiError
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -65,11 +65,13 @@ def _north_first(epsg: int) -> bool:
 class _Http:
     """A ``requests`` session that turns HTTP errors into one-line SDI errors."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Accept"] = _ACCEPT
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token.strip()}"
 
     def get(self, path_or_url: str, params: dict[str, Any] | None = None, *, layer: str | None = None) -> Any:
         url = path_or_url if path_or_url.startswith(("http://", "https://")) else self.base_url + path_or_url
@@ -83,6 +85,8 @@ class _Http:
             except ValueError:
                 detail = response.reason or "no detail"
             detail = " ".join(detail.split())
+            if response.status_code == 401:
+                raise AuthenticationError(f"{self.base_url} refused the credentials: {detail}")
             if response.status_code == 404 and layer is not None:
                 raise LayerNotFoundError(f"layer: no layer {layer!r} at {self.base_url} ({detail})")
             if response.status_code < 500:
@@ -192,12 +196,16 @@ class RemoteClient(Client):
         Features per request (at most the server's limit, 1000 for ``sdi serve``).
     timeout
         Seconds to wait for each answer.
+    token
+        An API key or an OpenID Connect access token, sent as ``Authorization: Bearer``: the layers of its groups
+        are read too.
     """
 
-    def __init__(self, url: str, *, page_size: int = PAGE_SIZE, timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, url: str, *, page_size: int = PAGE_SIZE, timeout: float = TIMEOUT_S,
+                 token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.page_size = page_size
-        self._http = _Http(self.url, timeout)
+        self._http = _Http(self.url, timeout, token)
         self.catalogue = RemoteCatalogue(self._http)
 
     def __repr__(self) -> str:
@@ -288,7 +296,8 @@ def _json(geometry: dict[str, Any] | None) -> str | None:
     return json.dumps(geometry) if geometry else None
 
 
-def connect(url: str, *, page_size: int = PAGE_SIZE, timeout: float = TIMEOUT_S) -> RemoteClient:
+def connect(url: str, *, page_size: int = PAGE_SIZE, timeout: float = TIMEOUT_S,
+            token: str | None = None) -> RemoteClient:
     """Connect to a running HK SDI API (``sdi serve``).
 
     Parameters
@@ -299,6 +308,9 @@ def connect(url: str, *, page_size: int = PAGE_SIZE, timeout: float = TIMEOUT_S)
         Features per request while reading (at most the server's limit).
     timeout
         Seconds to wait for each answer.
+    token
+        An API key (``sdi keys create``) or an OpenID Connect access token: restricted layers of its groups are
+        listed and read too. Without it, public layers only.
 
     Returns
     -------
@@ -309,8 +321,10 @@ def connect(url: str, *, page_size: int = PAGE_SIZE, timeout: float = TIMEOUT_S)
     ------
     RemoteUnavailableError
         When the API does not answer its conformance page.
+    AuthenticationError
+        When the API refuses ``token`` (unknown, revoked or expired).
     """
-    client = RemoteClient(url, page_size=page_size, timeout=timeout)
+    client = RemoteClient(url, page_size=page_size, timeout=timeout, token=token)
     conformance = client._http.get("/conformance", {"f": "json"})
     if "conformsTo" not in conformance:
         raise RemoteUnavailableError(f"{client.url}/conformance: not an OGC API landing (no conformsTo)")

@@ -278,7 +278,8 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
     base_path = base_file or (out / BASE_FILE if (out / BASE_FILE).is_file() else default_base())
     base = resolve_templates(read_base(base_path), base_path.parent)
     base["server"]["templates"] = package_templates(base["server"].get("templates"))
-    records = list(Catalogue(settings).search(limit=1000).records)
+    # a snapshot is served by pygeoapi, which knows no identities: restricted layers are left out
+    records = [r for r in Catalogue(settings).search(limit=1000).records if r.access_groups is None]
     config = build_config(base, records, settings, public_url or settings.public_url or DEFAULT_PUBLIC_URL,
                           primary_keys(settings))
     out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from pygeoapi.provider.base import (
     ProviderItemNotFoundError,
 )
 
+from sdi.access.roles import as_public
 from sdi.crs import CRS84_URI, STORAGE_CRS_URI, uri_crs
 from sdi.errors import QueryError, SdiError
 from sdi.query.layer import LayerMeta
@@ -57,7 +58,7 @@ class SdiFeatureProvider(BaseProvider):
             else:
                 try:
                     with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-                        found = LayerMeta.read(conn, self.table)
+                        found = LayerMeta.read(as_public(conn), self.table)
                 except psycopg.OperationalError as exc:
                     raise ProviderConnectionError(user_msg="the feature database is unreachable") from exc
             if not isinstance(found, LayerMeta):
@@ -70,7 +71,7 @@ class SdiFeatureProvider(BaseProvider):
             if self.runtime is not None:
                 return list(self.runtime.run_sync(self._fetch_pooled(statement)))
             with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-                return list(conn.execute(statement.query, statement.params).fetchall())
+                return list(as_public(conn).execute(statement.query, statement.params).fetchall())
         except QueryError as exc:
             raise ProviderInvalidQueryError(user_msg=str(exc)) from exc
         except (SdiError, psycopg.OperationalError) as exc:

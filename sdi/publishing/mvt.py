@@ -33,6 +33,7 @@ from pygeoapi.provider.base_mvt import BaseMVTProvider
 from pygeoapi.provider.tile import ProviderTileNotFoundError, ProviderTilesetIdNotFoundError
 from pygeoapi.util import url_join
 
+from sdi.access.roles import as_public
 from sdi.db import connect
 from sdi.errors import DatabaseUnavailableError, FeatureNotFoundError, QueryError, ServiceBusyError
 from sdi.query.layer import LayerMeta
@@ -112,7 +113,7 @@ class SdiMVTProvider(BaseMVTProvider):
         else:
             try:
                 with connect(self._connection_settings()) as conn:
-                    found = LayerMeta.read(conn, self.table)
+                    found = LayerMeta.read(as_public(conn), self.table)
             except DatabaseUnavailableError as exc:
                 raise ProviderConnectionError(str(exc)) from exc
         if not isinstance(found, LayerMeta):
@@ -153,7 +154,7 @@ class SdiMVTProvider(BaseMVTProvider):
                 row = self.runtime.run_sync(self._pooled(statement, params))
             else:
                 with connect(self._connection_settings()) as conn:
-                    row = conn.execute(statement, params, binary=True).fetchone()
+                    row = as_public(conn).execute(statement, params, binary=True).fetchone()
         except (DatabaseUnavailableError, ServiceBusyError) as exc:
             raise ProviderConnectionError(str(exc)) from exc
         except psycopg.Error as exc:

@@ -35,10 +35,13 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sdi.access.oidc import OidcSettings, OidcVerifier
 from sdi.errors import DatabaseUnavailableError, SdiError
 from sdi.settings import Settings
 from sdi.web import collections, history, processes, service, tiles
 from sdi.web.assets import STATIC_DIR
+from sdi.web.auditlog import AuditLog
+from sdi.web.auth import Authenticator, AuthMiddleware
 from sdi.web.bridge import Bridge, server_base
 from sdi.web.compress import CompressionMiddleware
 from sdi.web.downloads import download
@@ -73,18 +76,31 @@ _URL_SECRET = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 _KEYWORD_SECRET = re.compile(r"((?:ssl)?password\s*=\s*)('[^']*'|[^\s&]+)", re.IGNORECASE)
 
 
+#: Credentials a log line must never show: bearer values, API keys, JSON Web Tokens.
+_CREDENTIALS = re.compile(r"(?i)(bearer\s+)\S+|sdi_[a-z0-9]{10}_[A-Za-z0-9_-]{20,}"
+                          r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_.-]+")
+
+
 def redact_text(text: str) -> str:
-    """``text`` with the passwords of any connection strings in it (URL or keyword form) replaced by ``***``."""
+    """``text`` with the passwords of any connection strings in it (URL or keyword form), and any API key, bearer
+    token or JSON Web Token, replaced by ``***``."""
+    text = _CREDENTIALS.sub(lambda m: (m.group(1) or "") + "***", text)
     return _KEYWORD_SECRET.sub(r"\1***", _URL_SECRET.sub(r"\1***\2", text))
 
 
 class OneLineLogs(logging.Filter):
-    """pygeoapi logs each error it answers with its traceback; sdi keeps one line, secrets masked."""
+    """pygeoapi logs each error it answers with its traceback; sdi keeps one line. Secrets are masked in every
+    line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("pygeoapi") or record.exc_info:
             message = " ".join(record.getMessage().split())[:300]
             record.msg, record.args, record.exc_info, record.exc_text = redact_text(message), None, None, None
+        else:
+            message = record.getMessage()
+            masked = redact_text(message)
+            if masked != message:
+                record.msg, record.args = masked, None
         return True
 
 
@@ -97,6 +113,9 @@ def quiet_logging() -> None:
     for handler in root.handlers:
         if not any(isinstance(f, OneLineLogs) for f in handler.filters):
             handler.addFilter(OneLineLogs())
+    # pygeoapi's translation tries every key of every configuration mapping as a locale name and warns for each
+    # that is not one ("unknown locale 'runtime'"): noise, not a problem; its real errors still show
+    logging.getLogger("pygeoapi.l10n").setLevel(logging.ERROR)
 
 
 @asynccontextmanager
@@ -125,18 +144,22 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     runtime.state["bridge"] = Bridge(runtime)
     runtime.state["pages"] = Pages()
     runtime.state["jobs"] = JobStore(runtime)
+    runtime.state["oidc"] = OidcVerifier(OidcSettings())
+    runtime.state["auth"] = Authenticator(runtime)
+    audit_log = runtime.state["audit"] = AuditLog(runtime)
     with contextlib.suppress(Exception):  # the database may be away: the registry's loop retries
         await registry.refresh(force=True)
-    task = asyncio.create_task(registry.run())
+    tasks = [asyncio.create_task(registry.run()), asyncio.create_task(audit_log.run())]
     app.state.runtime = runtime
     try:
         yield
     finally:
         if "job_pool" in runtime.state:
             runtime.state["job_pool"][0].shutdown(wait=False, cancel_futures=True)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await pool.close()
 
 
@@ -195,11 +218,13 @@ def create_app(web: WebSettings | None = None) -> Starlette:
         The web settings (default: read from ``SDI_*`` once, here).
     """
     web = web or WebSettings()
-    middleware = [Middleware(RejectMalformed), Middleware(CancelOnDisconnect), Middleware(CompressionMiddleware)]
-    if web.cors_origins:
+    middleware = [Middleware(RejectMalformed), Middleware(AuthMiddleware), Middleware(CancelOnDisconnect),
+                  Middleware(CompressionMiddleware)]
+    if web.cors_origins:  # outside authentication: a preflight carries no credentials
         middleware.insert(1, Middleware(CORSMiddleware, allow_origins=list(web.cors_origins),
                                         allow_methods=["GET", "HEAD", "OPTIONS"], allow_headers=["*"],
-                                        expose_headers=["ETag", "Content-Crs", "Link"], max_age=3600))
+                                        expose_headers=["ETag", "Content-Crs", "Link", "WWW-Authenticate",
+                                                        "Retry-After"], max_age=3600))
     app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan,
                     exception_handlers={SdiError: sdi_error, HTTPException: _http_error, Exception: _server_error})
     app.router.redirect_slashes = False

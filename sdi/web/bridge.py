@@ -3,8 +3,10 @@
 pygeoapi is wrapped, never patched: its API functions (``pygeoapi.api.*``) are called with an
 :class:`pygeoapi.api.API` built here from a *live* configuration: the server metadata (``base.yml`` or a
 configuration written by ``sdi publish``) plus one resource per layer in the registry's current snapshot, with
-the request's base URL. API objects are cached per (catalogue version, base URL, language), so a load, reload
-or drop shows on the next request that follows the registry's check. sdi's own pygeoapi providers (records,
+the request's base URL. The snapshot is the identity's view (:mod:`sdi.web.registry`): pygeoapi knows only the
+layers the caller may read, and its providers query under the caller's database role. API objects are cached per
+(view version, base URL, language), so a load, reload, drop or access change shows on the next request that
+follows the registry's check. sdi's own pygeoapi providers (records,
 the feature and tile adapters) and the job manager receive the worker's :class:`~sdi.web.runtime.Runtime`
 in their definitions and so share its connection pool.
 
@@ -32,7 +34,7 @@ from sdi.web.pages import PageContext, pygeoapi_page, render
 from sdi.web.registry import Snapshot
 from sdi.web.runtime import Runtime
 
-MAX_APIS = 8
+MAX_APIS = 16
 LANGUAGES = {"en": ["en-US", "zh"], "zh": ["zh", "en-US"]}  #: babel has no plain zh_HK locale
 
 
@@ -69,6 +71,18 @@ def live_config(runtime: Runtime, snapshot: Snapshot, base_url: str, lang: str) 
     return config
 
 
+def served_language(languages: list[str], lang: str) -> str:
+    """The server language (of ``languages``, as configured) of ``lang`` (``en`` or ``zh``, as
+    :func:`sdi.web.http.language` decided), for pygeoapi.
+
+    pygeoapi matches a requested language by itself and fails (a 500) on a plain ``zh`` or another Chinese
+    territory when the server offers ``zh-HK`` (babel builds no ``zh_HK`` locale from its parts), so pygeoapi is
+    always handed one of its own languages.
+    """
+    found = next((code for code in languages if code.lower().replace("_", "-").split("-")[0] == lang), None)
+    return found or (languages[0] if languages else lang)
+
+
 class Bridge:
     """Cached pygeoapi API objects and the calls into them."""
 
@@ -96,18 +110,25 @@ class Bridge:
                    args: tuple[Any, ...],
                    base_url: str, lang: str, as_json: bool,
                    formats: tuple[str, ...] = ()) -> tuple[dict[str, str], int, Any]:
-        """Run a ``pygeoapi.api`` function in a worker thread (``as_json``: with ``f=json`` whatever was asked)."""
+        """Run a ``pygeoapi.api`` function in a worker thread (``as_json``: with ``f=json`` whatever was asked; a
+        requested language as one of the server's, whether asked with ``lang`` or ``Accept-Language``)."""
         from pygeoapi.api import APIRequest
 
         api = self.api(base_url, lang)
-        if as_json:
-            pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "f"] + [("f", "json")]
+        asked = "lang" in request.query_params or "accept-language" in request.headers
+        if as_json or asked:  # pygeoapi gets one of its own languages (see served_language) and maybe f=json
+            served = served_language(list(api.config["server"].get("languages") or []), lang)
+            pairs = [(k, v) for k, v in request.query_params.multi_items()
+                     if k != "lang" and not (as_json and k == "f")]
+            pairs += ([("lang", served)] if asked else []) + ([("f", "json")] if as_json else [])
             body = await request.body()  # read once; each APIRequest reads the body of the request it is given
 
             async def receive() -> dict[str, Any]:
                 return {"type": "http.request", "body": body, "more_body": False}
 
-            request = Request({**request.scope, "query_string": urlencode(pairs).encode("latin-1")}, receive)
+            headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"accept-language"]
+            request = Request({**request.scope, "query_string": urlencode(pairs).encode("latin-1"),
+                               "headers": headers}, receive)
         api_request = await APIRequest.from_starlette(request, api.locales)
         if not api_request.is_valid(list(formats) or None):
             return tuple(api.get_format_exception(api_request))

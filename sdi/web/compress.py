@@ -15,6 +15,8 @@ import brotli
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sdi.web.http import add_vary
+
 MIN_SIZE = 1024
 COMPRESSIBLE = ("application/json", "application/geo+json", "application/vnd.mapbox-vector-tile", "text/html",
                 "application/schema+json", "application/vnd.oai.openapi+json", "text/css", "text/javascript",
@@ -100,12 +102,12 @@ class CompressionMiddleware:
                 if skip:
                     passthrough = True
                     if media in COMPRESSIBLE:
-                        headers.add_vary_header("Accept-Encoding")
+                        add_vary(headers, "Accept-Encoding")
                     await send(start)
                 else:
                     stream = _Stream(coding)
                     headers["Content-Encoding"] = coding
-                    headers.add_vary_header("Accept-Encoding")
+                    add_vary(headers, "Accept-Encoding")
                     del headers["content-length"]
                     if not more:
                         data = stream.push(body, True)

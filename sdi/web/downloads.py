@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from sdi.access.audit import note_features
 from sdi.distribution.cache import Download, DownloadCache
 from sdi.distribution.formats import FORMATS, Format
 from sdi.errors import FeatureNotFoundError, GeometryError
@@ -29,7 +30,7 @@ from sdi.query.layer import LayerMeta
 from sdi.query.params import check_parameters
 from sdi.web.features import params_of, runtime_of
 from sdi.web.http import not_modified
-from sdi.web.runtime import Runtime
+from sdi.web.runtime import Runtime, with_options
 
 
 def download_cache(runtime: Runtime) -> DownloadCache:
@@ -75,8 +76,10 @@ async def _build(runtime: Runtime, layer: LayerMeta, fmt: Format) -> Download:
     task = builds.get(key)
     if task is None:
         async def build() -> Download:
-            async with runtime.heavy():
-                return await run_in_threadpool(download_cache(runtime).ensure, runtime.settings, layer.id, fmt,
+            async with runtime.heavy():  # read under the role of the identity that asked (it may read the layer)
+                settings = runtime.settings.model_copy(update={"database_url": with_options(
+                    runtime.settings.database_url, role=await runtime.database_role())})
+                return await run_in_threadpool(download_cache(runtime).ensure, settings, layer.id, fmt,
                                                statement_timeout_ms=runtime.web.statement_timeout_ms)
 
         task = builds[key] = asyncio.ensure_future(build())
@@ -109,6 +112,7 @@ async def download(request: Request) -> Response:
             except GeometryError as exc:  # a layer this format cannot hold: no such download
                 raise FeatureNotFoundError(str(exc)) from exc
         headers = _headers(found, runtime.web.cache_max_age_s)
+        note_features(found.features)
         if not_modified(request, headers["ETag"]):
             return Response(status_code=304, headers=headers)
         try:

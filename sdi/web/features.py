@@ -20,6 +20,7 @@ from typing import Any, cast
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from sdi.access.audit import note_features
 from sdi.errors import FeatureNotFoundError, QueryError
 from sdi.query.layer import LayerMeta
 from sdi.query.params import ItemsQuery, Limits, feature_key, parse_item, parse_items
@@ -157,6 +158,7 @@ async def items(request: Request) -> Response:
         rows = await runtime.fresh(lambda: _page(runtime, layer, query, "json"))
     matched = int(rows[0][0]) if rows else 0
     returned = sum(int(r[1] or 0) for r in rows)
+    note_features(returned)
     links = _links(base, layer, params, fmt, query, matched, returned)
     body = b"".join((b'{"type":"FeatureCollection","features":[', b",".join(r[2] for r in rows if r[2]),
                      b'],"numberMatched":', str(matched).encode(), b',"numberReturned":', str(returned).encode(),
@@ -202,6 +204,7 @@ async def _stream(runtime: Runtime, base: str, layer: LayerMeta, params: dict[st
         finally:
             await rows.aclose()
             await stack.aclose()
+            note_features(returned)
         matched = int(first[0])
         links = _links(base, layer, params, "json", query, matched, returned)
         yield b"".join((b'],"numberMatched":', str(matched).encode(), b',"numberReturned":', str(returned).encode(),
@@ -244,6 +247,7 @@ async def _csv(runtime: Runtime, base: str, layer: LayerMeta, params: dict[str, 
 
     def with_links(matched: int) -> dict[str, str]:
         returned = max(0, min(query.limit, matched - query.offset))
+        note_features(returned)
         links = _links(base, layer, params, "csv", query, matched, returned)
         here = {k: v for k, v in params.items() if k != "f"}
         links.insert(0, {"rel": "self", "type": FORMATS["csv"], "title": "This page as CSV",
@@ -325,6 +329,7 @@ async def item(request: Request) -> Response:
     feature = await runtime.fresh(run)
     if feature is None:
         raise FeatureNotFoundError(f"no feature {fid[:80]!r} in {layer.id}")
+    note_features(1)
     here = f"{base}/collections/{layer.id}/items/{request.path_params['fid']}"
     extra = query_string({k: v for k, v in params.items() if k != "f"})
     links = [

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -30,7 +31,8 @@ _PREFIX = re.compile(r"^(/[A-Za-z0-9._~\-]+)*/?$")
 JSON = "application/json"
 GEOJSON = "application/geo+json"
 HTML = "text/html"
-OGC_CODES = {400: "InvalidParameterValue", 404: "NotFound", 406: "NotAcceptable", 503: "ServiceUnavailable"}
+OGC_CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 404: "NotFound", 406: "NotAcceptable",
+             429: "TooManyRequests", 503: "ServiceUnavailable"}
 RETRY_AFTER_S = 5
 
 
@@ -162,3 +164,9 @@ async def sdi_error(request: Request, exc: Exception) -> Response:
         "internal error; see the server log"
     return exception_response(status, message)
 
+
+def add_vary(headers: MutableHeaders, name: str) -> None:
+    """Add ``name`` to the ``Vary`` header of ``headers`` unless it is there already."""
+    present = [v.strip().lower() for v in headers.get("vary", "").split(",") if v.strip()]
+    if name.lower() not in present and "*" not in present:
+        headers.add_vary_header(name)

@@ -1,8 +1,9 @@
 """Jobs of the OGC API – Processes endpoint in ``sdi.jobs``, on the worker's pool: private, bounded, expiring.
 
-* A job id is a random UUID (version 4): knowing one job's id tells nothing of another's, so the id is the
-  capability to read, fetch the results of, or dismiss a job. ``GET /jobs`` lists no job to an anonymous
-  caller (jobs become listable per identity once API keys exist).
+* A job belongs to the identity that started it (``sdi.jobs.owner``): another identity gets 404 for it, whatever
+  it knows. An anonymous caller's jobs are shared by every anonymous caller, so for them the id is the capability:
+  a random UUID (version 4), and knowing one tells nothing of another. ``GET /jobs`` lists an API key's or a
+  token's own jobs, and none to an anonymous caller.
 * What a job stores of its inputs is capped (:data:`MAX_STORED_INPUT_BYTES`); results are files in
   ``SDI_DATA_DIR/jobs`` named by the id.
 * Jobs and their result files are removed :attr:`~sdi.web.settings.WebSettings.job_ttl_hours` after they
@@ -22,6 +23,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from sdi.access.identity import SYSTEM, acting_as, current
 from sdi.web.runtime import Runtime
 
 MAX_STORED_INPUT_BYTES = 16_384
@@ -74,9 +76,11 @@ class JobStore:
         """Record a new, accepted job."""
         now = _now()
         await self._run(sql.SQL("insert into sdi.jobs (identifier, type, process_id, created, updated, status, "
-                                "message, progress, parameters) values (%(id)s, 'process', %(process)s, %(now)s, "
-                                "%(now)s, 'accepted', 'accepted', 0, %(inputs)s) returning identifier"),
-                        {"id": job_id, "process": process_id, "now": now, "inputs": stored_inputs(inputs)})
+                                "message, progress, parameters, owner) values (%(id)s, 'process', %(process)s, "
+                                "%(now)s, %(now)s, 'accepted', 'accepted', 0, %(inputs)s, %(owner)s) "
+                                "returning identifier"),
+                        {"id": job_id, "process": process_id, "now": now, "inputs": stored_inputs(inputs),
+                         "owner": current().id})
 
     async def update(self, job_id: str, **fields: Any) -> bool:
         """Update a job's columns (``updated`` is set too); whether the job still exists."""
@@ -88,22 +92,35 @@ class JobStore:
         return bool(rows)
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        """One job, or ``None``."""
+        """One job of the current identity, or ``None`` (another identity's job is ``None`` too)."""
         if not is_job_id(job_id):
             return None
         await self.expire()
-        rows = await self._run(sql.SQL("select {} from sdi.jobs where identifier = %(id)s").format(
-            sql.SQL(", ").join(map(sql.Identifier, (*STATUS_FIELDS, "location")))), {"id": job_id})
+        rows = await self._run(sql.SQL("select {} from sdi.jobs where identifier = %(id)s and owner = %(owner)s")
+                               .format(sql.SQL(", ").join(map(sql.Identifier, (*STATUS_FIELDS, "location")))),
+                               {"id": job_id, "owner": current().id})
         return rows[0] if rows else None
 
+    async def mine(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        """The current identity's jobs, newest first (none for anonymous callers, who share one identity)."""
+        if not current().authenticated:
+            return []
+        await self.expire()
+        return await self._run(sql.SQL("select {} from sdi.jobs where owner = %(owner)s order by created desc, "
+                                       "identifier limit %(limit)s offset %(offset)s").format(
+            sql.SQL(", ").join(map(sql.Identifier, STATUS_FIELDS))),
+            {"owner": current().id, "limit": limit, "offset": offset})
+
     async def delete(self, job_id: str) -> dict[str, Any] | None:
-        """Remove a job and its result file; the job as it was, or ``None``."""
+        """Remove a job of the current identity and its result file; the job as it was, or ``None``."""
         if not is_job_id(job_id):
             return None
-        rows = await self._run(sql.SQL("delete from sdi.jobs where identifier = %(id)s returning {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, STATUS_FIELDS))), {"id": job_id})
-        with suppress(OSError):
-            self.result_path(job_id).unlink()
+        rows = await self._run(sql.SQL("delete from sdi.jobs where identifier = %(id)s and owner = %(owner)s "
+                                       "returning {}").format(sql.SQL(", ").join(map(sql.Identifier, STATUS_FIELDS))),
+                               {"id": job_id, "owner": current().id})
+        if rows:
+            with suppress(OSError):
+                self.result_path(job_id).unlink()
         return rows[0] if rows else None
 
     async def expire(self, *, force: bool = False) -> int:
@@ -112,9 +129,10 @@ class JobStore:
             return 0
         self._expired_at = time.monotonic()
         hours = self.runtime.web.job_ttl_hours
-        rows = await self._run(sql.SQL("delete from sdi.jobs where coalesce(finished, updated, created) < "
-                                       "now() - %(hours)s * interval '1 hour' returning identifier"),
-                               {"hours": hours})
+        with acting_as(SYSTEM):
+            rows = await self._run(sql.SQL("delete from sdi.jobs where coalesce(finished, updated, created) < "
+                                           "now() - %(hours)s * interval '1 hour' returning identifier"),
+                                   {"hours": hours})
         for row in rows:
             with suppress(OSError):
                 self.result_path(str(row["identifier"])).unlink()

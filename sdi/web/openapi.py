@@ -429,3 +429,15 @@ def correct(doc: dict[str, Any]) -> dict[str, Any]:
     if any(re.fullmatch(r"/collections/[^/]+/tiles", path) for path in paths):
         _tile_matrix_sets(doc)
     return doc
+
+
+def add_security(doc: dict[str, Any]) -> dict[str, Any]:
+    """Say, in place, that every operation may be called anonymously or with ``Authorization: Bearer``."""
+    schemes = doc.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearerAuth"] = {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key (`sdi keys create`) or an OpenID Connect access token of the configured identity "
+                       "provider. Without it only public layers exist; with it, also the layers of its groups. "
+                       "A bad, revoked or expired credential is answered 401."}
+    doc["security"] = [{}, {"bearerAuth": []}]
+    return doc

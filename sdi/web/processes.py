@@ -9,12 +9,15 @@ sdi runs executions itself (pygeoapi still describes the process at ``/processes
 * a synchronous execution takes a heavy-request slot; an asynchronous one (``Prefer: respond-async``) runs
   on one of ``SDI_ASYNC_JOBS`` threads of the worker (503 when they are all busy) and answers ``201`` with
   ``Location: /jobs/{id}``;
-* the planning library connects as the read-only role with ``SDI_PROCESS_TIMEOUT_S`` as its statement timeout.
+* the planning library connects as the read-only role, under the database role of the identity that asked (it
+  reads only layers that identity may read), with ``SDI_PROCESS_TIMEOUT_S`` as its statement timeout; an
+  asynchronous job runs as that identity and is visible only to it (:mod:`sdi.web.jobs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,15 +28,16 @@ from starlette.responses import Response
 
 from sdi.errors import FeatureNotFoundError, LayerNotFoundError, QueryError, SdiError, ServiceBusyError
 from sdi.publishing.process import PROCESS_ID, Prepared, prepare, run_prepared
-from sdi.query.params import check_parameters
+from sdi.query.params import check_parameters, parse_int
 from sdi.settings import Settings
 from sdi.web.features import client_base, params_of, runtime_of
 from sdi.web.http import GEOJSON, HTML, JSON, json_bytes, language, negotiate
 from sdi.web.jobs import JobStore, new_job_id, status_document
 from sdi.web.pages import render
-from sdi.web.runtime import Runtime
+from sdi.web.runtime import Runtime, with_options
 
 MAX_JSON_DEPTH = 32
+MAX_JOBS_LISTED = 1000
 RESULT_NOT_READY = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready"
 
 
@@ -71,14 +75,13 @@ async def read_execute_body(request: Request, max_bytes: int) -> dict[str, Any]:
     return doc
 
 
-def process_settings(runtime: Runtime) -> Settings:
-    """The planning library's settings: the read-only role with the process's statement timeout."""
-    found: Settings | None = runtime.state.get("process_settings")
+def process_settings(runtime: Runtime, role: str | None) -> Settings:
+    """The planning library's settings: the read-only role, under ``role``, with the process's statement timeout."""
+    cache: dict[str | None, Settings] = runtime.state.setdefault("process_settings", {})
+    found = cache.get(role)
     if found is None:
-        url = runtime.settings.database_url
-        timeout = f"options=-c%20statement_timeout%3D{int(runtime.web.process_timeout_s * 1000)}"
-        found = runtime.settings.model_copy(update={"database_url": url + ("&" if "?" in url else "?") + timeout})
-        runtime.state["process_settings"] = found
+        found = cache[role] = runtime.settings.model_copy(update={"database_url": with_options(
+            runtime.settings.database_url, statement_timeout=int(runtime.web.process_timeout_s * 1000), role=role)})
     return found
 
 
@@ -97,8 +100,8 @@ async def execute(request: Request) -> Response:
     if request.path_params["process"] != PROCESS_ID:
         raise FeatureNotFoundError(f"no process {str(request.path_params['process'])[:80]!r}")
     doc = await read_execute_body(request, runtime.web.max_body_bytes)
-    published = set(runtime.state["registry"].snapshot.records)
-    settings = process_settings(runtime)
+    published = set(runtime.state["registry"].snapshot.records)  # what this identity may read
+    settings = process_settings(runtime, await runtime.database_role())
     async with runtime.heavy():
         try:
             prepared = await run_in_threadpool(prepare, doc.get("inputs", {}), published=published,
@@ -117,8 +120,8 @@ async def execute(request: Request) -> Response:
     await store.expire()
     await store.create(job_id, PROCESS_ID, doc.get("inputs", {}))
     await slots.acquire()
-    asyncio.get_running_loop().run_in_executor(executor, _run_job, runtime, store, job_id, prepared, settings,
-                                               slots)
+    asyncio.get_running_loop().run_in_executor(executor, contextvars.copy_context().run, _run_job, runtime, store,
+                                               job_id, prepared, settings, slots)  # as the identity that asked
     base = client_base(request, runtime)
     job = await store.get(job_id)
     return Response(json_bytes(status_document(job or {"identifier": job_id, "process_id": PROCESS_ID,
@@ -160,7 +163,7 @@ def _run_job(runtime: Runtime, store: JobStore, job_id: str, prepared: Prepared,
 
 
 async def jobs(request: Request) -> Response:
-    """``GET /jobs`` (none listed without an identity), ``GET /jobs/{id}``, ``DELETE /jobs/{id}``."""
+    """``GET /jobs`` (the identity's own; none for anonymous callers), ``GET /jobs/{id}``, ``DELETE /jobs/{id}``."""
     runtime = runtime_of(request)
     check_parameters(params_of(request), {"f", "lang", "limit", "offset"})
     store: JobStore = runtime.state["jobs"]
@@ -168,8 +171,12 @@ async def jobs(request: Request) -> Response:
     job_id = request.path_params.get("job")
     fmt = negotiate(request, {"json": JSON, "html": HTML})
     if job_id is None:
-        doc: dict[str, Any] = {"jobs": [], "links": [{"rel": "self", "type": JSON, "title": "Jobs",
-                                                      "href": f"{base}/jobs?f=json"}]}
+        params = params_of(request)
+        limit = 100 if params.get("limit") is None else parse_int(params["limit"], "limit", 1, MAX_JOBS_LISTED)
+        offset = 0 if params.get("offset") is None else parse_int(params["offset"], "offset", 0, 1_000_000)
+        mine = await store.mine(limit, offset)
+        doc: dict[str, Any] = {"jobs": [status_document(job, base) for job in mine],
+                               "links": [{"rel": "self", "type": JSON, "title": "Jobs", "href": f"{base}/jobs?f=json"}]}
         if fmt == "html":
             return await render(runtime, base, lang, "jobs/index.html", {"jobs": doc, "offset": 0, "now": ""})
         return Response(json_bytes(doc), media_type=JSON)

@@ -9,12 +9,18 @@ force_custom_plan`` (psycopg prepares a statement after 5 runs and PostgreSQL wo
 plan after 5 more, in which the bbox is an unknown parameter: re-transformed for every row and never used to
 estimate selectivity), no parallel workers (their start-up costs more than they save on API queries) and no
 JIT compilation.
+
+Each request's queries run under its identity's database role (:mod:`sdi.access.roles`): a connection is
+switched with ``SET ROLE`` when it last served another role (most never are: the public's role stays set), so
+PostgreSQL itself refuses a layer the identity may not read, whatever the web layer does. The worker's own work
+(the registry, the audit log, key checks) runs as the login role, which reads the catalogue but no layer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,10 +28,13 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.adapt import Loader
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from sdi.access.identity import Identity, current
+from sdi.access.roles import ANON, role_for
 from sdi.errors import DatabaseUnavailableError, LayerNotFoundError, QueryError, ServiceBusyError
 from sdi.query.sqlerrors import client_reason
 from sdi.settings import Settings
@@ -55,6 +64,10 @@ class Runtime:
     pool: AsyncConnectionPool
     loop: asyncio.AbstractEventLoop
     state: dict[str, Any] = field(default_factory=dict)
+    #: The role each pooled connection is set to (``None``: the login role itself).
+    roles: weakref.WeakKeyDictionary[Any, str | None] = field(default_factory=weakref.WeakKeyDictionary)
+    #: Roles known to exist (made by ``sdi.access_role()`` on first use).
+    ensured: set[str] = field(default_factory=lambda: {ANON})
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Runtime:
         return self  # shared, not data: pygeoapi deep-copies its configuration, which references the runtime
@@ -108,12 +121,52 @@ class Runtime:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: nothing is logged
         raise ServiceBusyError("the database did not answer in time; retry shortly")
 
+    def groups_of(self, identity: Identity) -> list[str]:
+        """The identity's groups that some layer names (the others grant nothing), sorted."""
+        registry = self.state.get("registry")
+        in_use: frozenset[str] = registry.groups if registry is not None else frozenset()
+        return sorted(identity.groups & in_use)
+
+    def role_of(self, identity: Identity) -> str | None:
+        """The database role ``identity``'s queries run under (``None``: the login role, for the system)."""
+        return None if identity.kind == "system" else role_for(self.groups_of(identity))
+
+    async def ensure_role(self, conn: psycopg.AsyncConnection[Any], identity: Identity) -> str | None:
+        """Make ``identity``'s role exist (once per worker; the connection is left as the login role)."""
+        wanted = self.role_of(identity)
+        if wanted is not None and wanted not in self.ensured:
+            await conn.execute("reset role")
+            self.roles[conn] = None
+            await conn.execute("select sdi.access_role(%s::text[])", (self.groups_of(identity),))
+            self.ensured.add(wanted)
+        return wanted
+
+    async def database_role(self) -> str | None:
+        """The current identity's role, made to exist: for work on connections of its own (processes, downloads)."""
+        async with self.connection():
+            return self.role_of(current())
+
+    async def _become(self, conn: psycopg.AsyncConnection[Any], identity: Identity) -> None:
+        wanted = self.role_of(identity)
+        if conn in self.roles and self.roles[conn] == wanted:
+            return
+        self.roles.pop(conn, None)  # unknown until the statement below succeeds
+        wanted = await self.ensure_role(conn, identity)
+        await conn.execute(sql.SQL("set role {}").format(sql.Identifier(wanted)) if wanted else sql.SQL("reset role"))
+        self.roles[conn] = wanted
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; pool exhaustion, an unreachable database and timeouts become 503 errors."""
+        """A pooled connection under the current identity's role; pool exhaustion, an unreachable database and
+        timeouts become 503 errors, and a table the role may not read a 404 (as if it did not exist)."""
         try:
             async with self.pool.connection(timeout=self.web.pool_timeout_s) as conn:
-                yield conn
+                try:
+                    await self._become(conn, current())
+                    yield conn
+                except BaseException:
+                    self.roles.pop(conn, None)
+                    raise
         except PoolTimeout as exc:
             raise ServiceBusyError("the database is busy or unreachable; retry shortly") from exc
         except pg_errors.QueryCanceled as exc:
@@ -121,6 +174,10 @@ class Runtime:
                                    "narrow it (bbox, filter, limit) or retry later") from exc
         except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn) as exc:
             raise StaleLayer() from exc
+        except pg_errors.InsufficientPrivilege as exc:  # the web layer let through what the role may not read
+            LOGGER.warning("the database refused a query of %s (role %s): %s", current().id,
+                           self.role_of(current()), str(exc).splitlines()[0] if str(exc) else "")
+            raise LayerNotFoundError("no such collection") from exc
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
         except (psycopg.DataError, psycopg.ProgrammingError, psycopg.InternalError) as exc:
@@ -160,6 +217,27 @@ class Runtime:
         """Run ``coroutine`` on the worker's event loop from another thread (pygeoapi's providers) and wait."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         return future.result(timeout or (self.web.statement_timeout_ms / 1000 + self.web.pool_timeout_s + 5))
+
+
+def with_options(url: str, **settings: Any) -> str:
+    """``url`` (a URL or a keyword/value string, kept in its form) with a ``-c name=value`` option added for each
+    setting that is not ``None`` (``role`` too: the connection then starts as that role)."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    extra = " ".join(f"-c {k}={v}" for k, v in settings.items() if v is not None)
+    if not extra:
+        return url
+    if "://" not in url:
+        params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+        params["options"] = f"{params.get('options', '')} {extra}".strip()
+        return make_conninfo("", **params)
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = " ".join([v for k, v in query if k == "options"] + [extra])
+    query = [(k, v) for k, v in query if k != "options"] + [("options", options)]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
 def connection_options(web: WebSettings) -> str:

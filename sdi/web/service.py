@@ -32,7 +32,7 @@ OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 METADATA = {".xml": ("iso19139", "application/vnd.iso.19139+xml; charset=utf-8"),
             ".jsonld": ("dcat", "application/ld+json; charset=utf-8"),
             ".yml": ("mcf", "application/x-yaml; charset=utf-8")}
-MAX_OPENAPI_DOCS = 4
+MAX_OPENAPI_DOCS = 16
 _FEATURES = "http://www.opengis.net/spec/ogcapi-features-{}/1.0/conf/{}"
 _CQL2 = "http://www.opengis.net/spec/cql2/1.0/conf/{}"
 _TILES = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/{}"
@@ -95,14 +95,14 @@ async def openapi(request: Request) -> Response:
         template = "openapi/redoc.html" if request.query_params.get("ui") == "redoc" else "openapi/swagger.html"
         return await render(runtime, base, lang, template, {"openapi-document-path": f"{base}/openapi"})
     doc = await openapi_document(runtime, base, lang)
-    return Response(doc, media_type=OPENAPI, headers={"Cache-Control": "public, max-age=60"})
+    return Response(doc, media_type=OPENAPI, headers={"Cache-Control": "public, max-age=60"})  # private with a key
 
 
 async def openapi_document(runtime: Any, base: str, lang: str) -> bytes:
     """The OpenAPI document of the current catalogue for ``base`` (generated once per version, in a thread)."""
     from pygeoapi.openapi import get_oas
 
-    from sdi.web.openapi import self_contained
+    from sdi.web.openapi import add_security, self_contained
 
     snapshot = runtime.state["registry"].snapshot
     key = (snapshot.version, base)
@@ -112,7 +112,7 @@ async def openapi_document(runtime: Any, base: str, lang: str) -> bytes:
         if key not in cache:
             config = live_config(runtime, snapshot, base, lang)
             doc = await run_in_threadpool(get_oas, config, False)
-            doc = self_contained(doc)
+            doc = add_security(self_contained(doc))
             cache[key] = json_bytes(doc)
             while len(cache) > MAX_OPENAPI_DOCS:
                 cache.pop(next(iter(cache)))

@@ -59,3 +59,13 @@ class WebSettings(BaseSettings):
                                                        "are trusted for links (\"*\": any).")
     refresh_s: float = Field(2.0, gt=0, le=3600, description="How often each worker checks the catalogue for "
                                                             "loaded, reloaded or dropped layers (seconds).")
+    key_cache_s: float = Field(5.0, ge=0, le=300, description="How long a worker trusts an API key check (seconds): "
+                                                            "a revoked key is refused at most this long after.")
+    key_rate_limit: int = Field(600, ge=1, description="Requests per minute an API key may make to one worker, "
+                                                       "unless the key sets its own (`sdi keys create --rate-limit`).")
+    token_rate_limit: int = Field(600, ge=1, description="Requests per minute an OIDC identity may make to one "
+                                                         "worker.")
+    anonymous_rate_limit: int = Field(0, ge=0, description="Requests per minute one client address may make "
+                                                           "anonymously to one worker; 0: no limit.")
+    audit_flush_s: float = Field(1.0, gt=0, le=60, description="How often the audit log of reads of restricted "
+                                                              "layers is written to the database (seconds).")

@@ -70,8 +70,9 @@ def shapefile_zip(frame: gpd.GeoDataFrame, folder: Path, name: str = "points") -
     frame.to_file(folder / f"{name}.shp", encoding="utf-8")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for part in sorted(folder.glob(f"{name}.*")):
-            archive.write(part, f"{name}/{part.name}")
+        for part in sorted(folder.glob(f"{name}.*")):  # fixed member times: the same frame gives the same bytes
+            member = zipfile.ZipInfo(f"{name}/{part.name}", date_time=(2020, 1, 1, 0, 0, 0))
+            archive.writestr(member, part.read_bytes(), zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 

@@ -108,7 +108,7 @@ def test_a_feature_type_is_paged_to_the_end(
     definition = read_definition(url_layer(layer_id, {"url": wfs.url, "service": "wfs", "typename": "pts",
                                                       "output": output}, primary_key="code"))
     before = len(wfs.server.requests_to("/wfs"))
-    result = sync_layer(definition, harvest_settings)
+    result = sync_layer(definition, cgi_settings(harvest_settings))
     assert result.status == "loaded", result.message
     assert result.features == POINTS and result.fetch is not None and result.fetch["pages"] == 3
     pages = [s.query for s in wfs.server.requests_to("/wfs")[before:] if s.query.get("REQUEST") == "GetFeature"]
@@ -124,7 +124,7 @@ def test_a_feature_type_is_paged_to_the_end(
     assert columns == (["gml_id", "code", "name", "value", "geom"] if output == "gml" else
                        ["code", "name", "value", "geom"])
 
-    again = sync_layer(definition, harvest_settings)  # the same features give the same file: no new load
+    again = sync_layer(definition, cgi_settings(harvest_settings))  # the same features give the same file: no new load
     assert again.status == "unchanged", again.message
 
 
@@ -132,7 +132,7 @@ def test_polygons_in_gml_land_in_hong_kong(wfs: Wfs, harvest_settings: Settings,
                                            db: psycopg.Connection) -> None:
     definition = read_definition(url_layer("wfs_districts", {"url": f"{wfs.url}?map=ignored", "service": "wfs",
                                                              "typename": "ms:districts", "page_size": 4}))
-    result = sync_layer(definition, harvest_settings)
+    result = sync_layer(definition, cgi_settings(harvest_settings))
     assert result.status == "loaded", result.message
     assert result.features == 18 and result.fetch is not None and result.fetch["pages"] == 5
     names = {r[0] for r in db.execute("select ename from layers.wfs_districts")}
@@ -145,8 +145,14 @@ def test_polygons_in_gml_land_in_hong_kong(wfs: Wfs, harvest_settings: Settings,
 def test_an_unknown_feature_type_is_a_recorded_failure(
         wfs: Wfs, harvest_settings: Settings, url_layer: Callable[..., Path], db: psycopg.Connection) -> None:
     definition = read_definition(url_layer("wfs_missing", {"url": wfs.url, "service": "wfs", "typename": "roads"}))
-    result = sync_layer(definition, harvest_settings)
+    result = sync_layer(definition, cgi_settings(harvest_settings))
     assert result.status == "failed"
     assert "the WFS has no feature type 'roads' (it has: ms:pts, ms:districts)" in result.message
     assert db.execute("select status from sdi.load_history where layer_id = 'wfs_missing'").fetchall() == [
         ("failed",)]
+
+
+def cgi_settings(settings: Settings) -> Settings:
+    """``settings`` with time for MapServer, which starts as a CGI program for every request (seconds on a busy
+    machine; the fixtures' one-second timeout is for the local fixture server)."""
+    return settings.model_copy(update={"fetch_timeout_s": 20.0})

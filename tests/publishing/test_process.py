@@ -200,9 +200,14 @@ def test_server_side_failure_keeps_its_status(settings: Settings, tmp_path: Path
     assert "unreachable" in rows[1][2]
 
 
-def test_reader_role_may_write_jobs_and_nothing_else(settings: Settings, db: psycopg.Connection) -> None:
-    reader = settings.reader_role
+def test_reader_roles_may_write_jobs_and_the_audit_log_and_nothing_else(settings: Settings,
+                                                                        db: psycopg.Connection) -> None:
     writable = db.execute(
         "select table_schema || '.' || table_name, privilege_type from information_schema.role_table_grants"
-        " where grantee = %s and privilege_type <> 'SELECT' order by 1, 2", (reader,)).fetchall()
-    assert writable == [("sdi.jobs", "DELETE"), ("sdi.jobs", "INSERT"), ("sdi.jobs", "UPDATE")]
+        " where grantee = %s and privilege_type <> 'SELECT' order by 1, 2", (settings.reader_role,)).fetchall()
+    assert writable == [("sdi.access_log", "INSERT"), ("sdi.jobs", "DELETE"), ("sdi.jobs", "INSERT"),
+                        ("sdi.jobs", "UPDATE")]
+    public = db.execute(  # the role every request's identity acts through (sdi.access.roles)
+        "select table_schema || '.' || table_name, privilege_type from information_schema.role_table_grants"
+        " where grantee = 'sdi_anon' and privilege_type <> 'SELECT' order by 1, 2").fetchall()
+    assert public == [("sdi.jobs", "DELETE"), ("sdi.jobs", "INSERT"), ("sdi.jobs", "UPDATE")]

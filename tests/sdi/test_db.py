@@ -35,17 +35,21 @@ def test_schemas_owned_by_owner_role(settings: Settings, db: psycopg.Connection)
     assert owners == {"sdi": settings.owner_role, "layers": settings.owner_role}
 
 
-def test_reader_role_can_read_but_not_write(settings: Settings) -> None:
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(f"set role {settings.owner_role}")  # as the loader does: default privileges apply
+def test_reader_role_reads_the_catalogue_but_no_table_nobody_granted(settings: Settings) -> None:
+    """The API's login role reads the catalogue; a layer table is read only by the roles its access grants
+    (sdi.access.roles), so a table made without grants is readable by neither the reader nor the public."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f"set role {settings.owner_role}")  # as the loader does
         conn.execute("create table layers.reader_probe (id int)")
         conn.execute("insert into layers.reader_probe values (1)")
         conn.execute(f"set role {settings.reader_role}")
-        assert conn.execute("select count(*) from layers.reader_probe").fetchone() == (1,)
         assert conn.execute("select count(*) from sdi.load_history").fetchone() is not None
-        with pytest.raises(pg_errors.InsufficientPrivilege):
-            conn.execute("insert into layers.reader_probe values (2)")
-        conn.rollback()
+        for role in (settings.reader_role, "sdi_anon"):
+            conn.execute(f"set role {role}")
+            with pytest.raises(pg_errors.InsufficientPrivilege):
+                conn.execute("select count(*) from layers.reader_probe")
+            with pytest.raises(pg_errors.InsufficientPrivilege):
+                conn.execute("insert into layers.reader_probe values (2)")
 
 
 def test_reader_role_cannot_create_tables(settings: Settings) -> None:
