@@ -1,16 +1,25 @@
-"""Load benchmark: `sdi load` against `ogr2ogr -f PostgreSQL` (COPY) and geopandas `to_postgis`.
+"""Load benchmark: `sdi load` against `ogr2ogr -f PostgreSQL` (COPY), paired and repeated, with CPU and peak memory.
 
-Generates N synthetic polygons (default 1,000,000) in a GeoPackage in EPSG:4326 inside Hong Kong,
-then loads the same file into the same database three ways, once each, reprojecting to EPSG:2326:
+For each size (default 1,000,000 and 5,000,000) it writes N synthetic polygons (random octagons, 0.1% of
+them self-intersecting bow-ties; labelled synthetic) to a GeoPackage in EPSG:4326 inside Hong Kong, in
+slices so that generating it stays in bounded memory, then loads that file into one scratch database
+with each tool, reprojecting to EPSG:2326 and building a GiST index, in paired runs A B A B ...
+(``--pairs``, default 2):
 
-* ``sdi load`` (the CLI: read with pyogrio, validate/repair, reproject with EPSG:1825, COPY, index,
-  atomic swap, load history);
-* ``ogr2ogr -f PostgreSQL -t_srs EPSG:2326`` with ``PG_USE_COPY=YES`` (plus its GiST index);
-* geopandas ``read_file`` → ``to_crs(2326)`` → ``to_postgis`` (no index).
+* ``sdi load`` (the CLI, streamed in chunks of ``SDI_LOAD_CHUNK_ROWS``: read, drop/repair, reproject with
+  EPSG:1825, type, COPY, primary key, index, ANALYZE, change comparison, atomic swap, load history);
+  each run loads a new layer id, so every run is a first load;
+* ``ogr2ogr -f PostgreSQL -t_srs EPSG:2326`` with ``PG_USE_COPY=YES`` and ``-gt 65536`` (GiST index, a
+  ``fid`` key), overwriting its table.
 
-It checks that each produced N rows, then prints the three times and the ratios. The data is
-synthetic (random octagons and a few bow-ties). Run: ``make bench`` or
-``.venv/bin/python benchmarks/load_bench.py --n 200000``.
+Each run is a child process measured with GNU time (``/usr/bin/time``): wall seconds, CPU seconds (user +
+system) and peak resident memory of that process (PostgreSQL's own work is in the wall time, not in CPU or memory). The
+median of each tool's runs is printed side by side with the ratios, and the rows of every run are
+checked (sdi repairs the bow-ties; both keep every feature). ``--ten-million`` adds one ``sdi load`` of
+10,000,000 polygons (time and peak memory). Exit status 1 when a target of issue 15 is missed
+(``sdi load`` wall time above 0.8× ogr2ogr's, or its peak memory above 400 MB).
+
+Run: ``make bench`` or ``.venv/bin/python benchmarks/load_bench.py --sizes 200000 --pairs 1``.
 """
 
 from __future__ import annotations
@@ -18,127 +27,172 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import psycopg
+import pyogrio
 import shapely
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
+SLICE = 500_000  #: polygons generated and written at a time
+TARGET_RATIO = 0.8
+TARGET_PEAK_MB = 400
 
 
 def make_polygons(n: int, path: Path) -> Path:
-    """Write n synthetic polygons (EPSG:4326) to a GeoPackage; 0.1% are self-intersecting bow-ties."""
+    """Write n synthetic polygons (EPSG:4326) to a GeoPackage, in slices; 0.1% are self-intersecting bow-ties."""
     if path.exists():
         return path
+    partial = path.with_suffix(".partial.gpkg")
+    partial.unlink(missing_ok=True)
     rng = np.random.default_rng(2326)
-    x = rng.uniform(810_000, 860_000, n)
-    y = rng.uniform(806_000, 845_000, n)
-    r = rng.uniform(5, 40, n)
-    polys = shapely.buffer(shapely.points(x, y), r, quad_segs=2)
-    bad = rng.random(n) < 0.001
-    bx, by, br = x[bad], y[bad], r[bad]
-    bowties = [shapely.Polygon([(a - s, b - s), (a + s, b + s), (a + s, b - s), (a - s, b + s)])
-               for a, b, s in zip(bx, by, br, strict=True)]
-    polys[bad] = bowties
-    frame = gpd.GeoDataFrame({
-        "parcel_no": np.array([f"SYN {i}" for i in range(n)], dtype=object),
-        "area_class": rng.integers(1, 6, n),
-        "value": np.round(rng.uniform(0, 1e6, n), 2),
-    }, geometry=polys, crs=2326).to_crs(4326)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_file(path, driver="GPKG", layer="polygons", engine="pyogrio", use_arrow=True)
+    for start in range(0, n, SLICE):
+        m = min(SLICE, n - start)
+        x = rng.uniform(810_000, 860_000, m)
+        y = rng.uniform(806_000, 845_000, m)
+        r = rng.uniform(5, 40, m)
+        polys = shapely.buffer(shapely.points(x, y), r, quad_segs=2)
+        bad = rng.random(m) < 0.001
+        polys[bad] = [shapely.Polygon([(a - s, b - s), (a + s, b + s), (a + s, b - s), (a - s, b + s)])
+                      for a, b, s in zip(x[bad], y[bad], r[bad], strict=True)]
+        frame = gpd.GeoDataFrame({
+            "parcel_no": np.array([f"SYN {i}" for i in range(start, start + m)], dtype=object),
+            "area_class": rng.integers(1, 6, m),
+            "value": np.round(rng.uniform(0, 1e6, m), 2),
+        }, geometry=polys, crs=2326).to_crs(4326)
+        pyogrio.write_dataframe(frame, partial, layer="polygons", driver="GPKG", append=start > 0)
+    partial.rename(path)
     return path
 
 
-def timed(label: str, fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - start
-    print(f"  {label:<32} {seconds:8.1f} s", flush=True)
-    return seconds
+@dataclass
+class Run:
+    """One measured child process."""
+
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+
+
+def measured(cmd: list[str], env: dict[str, str]) -> Run:
+    """Run ``cmd`` under GNU time and return its wall time, CPU time and peak resident memory.
+
+    Linux carries a process's peak RSS across ``fork``/``exec`` from its parent, so a child of this
+    (large) Python process would report at least this process's size; GNU time is a small parent whose
+    child reports only its own peak.
+    """
+    started = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-f", "SDI-BENCH %e %U %S %M", *cmd], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, check=False)
+    wall = time.perf_counter() - started
+    line = next((ln for ln in reversed(out.stderr.splitlines()) if ln.startswith("SDI-BENCH ")), None)
+    if out.returncode or line is None:
+        raise RuntimeError(f"{cmd[0]} failed ({out.returncode}): {out.stderr[-2000:]}")
+    _, _, user, system, peak_kb = line.split()
+    return Run(wall, float(user) + float(system), float(peak_kb) / 1024)
+
+
+def _yml(layer_id: str, src: Path) -> Path:
+    path = OUT / "load_bench_layers" / f"{layer_id}.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"id: {layer_id}\ntitle: {{en: Synthetic benchmark polygons (synthetic)}}\n"
+        "abstract: {en: Generated by benchmarks/load_bench.py}\ncustodian: HK SDI benchmarks\n"
+        f"licence: synthetic\nsynthetic: true\nsource: {{path: {src}, layer: polygons}}\n", encoding="utf-8")
+    return path
+
+
+def _median(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.wall_s for r in runs), statistics.median(r.cpu_s for r in runs),
+               max(r.peak_mb for r in runs))
+
+
+def bench_size(n: int, url: str, pairs: int, env: dict[str, str]) -> tuple[Run, Run]:
+    """Paired runs of both tools on n polygons; return the (sdi, ogr2ogr) medians (peak: the largest)."""
+    src = make_polygons(n, OUT / f"synthetic_polygons_{n}.gpkg")
+    print(f"\n{n:,} synthetic polygons, {src.stat().st_size / 1e6:.0f} MB GeoPackage (EPSG:4326) -> EPSG:2326",
+          flush=True)
+    sdi_runs: list[Run] = []
+    ogr_runs: list[Run] = []
+    for pair in range(pairs):
+        layer_id = f"bench_polygons_{n}_{pair}"
+        yml = _yml(layer_id, src)
+        sdi_runs.append(measured([sys.executable, "-m", "sdi.cli", "load", str(yml)], env))
+        ogr_runs.append(measured(["ogr2ogr", "--config", "PG_USE_COPY", "YES", "-f", "PostgreSQL", f"PG:{url}",
+                                  str(src), "polygons", "-nln", "bench.ogr_polygons", "-overwrite", "-gt", "65536",
+                                  "-t_srs", "EPSG:2326", "-lco", "GEOMETRY_NAME=geom", "-lco", "SPATIAL_INDEX=GIST",
+                                  "-lco", "FID=fid"], env))
+        for label, run in (("sdi load", sdi_runs[-1]), ("ogr2ogr", ogr_runs[-1])):
+            print(f"  pair {pair + 1}: {label:<9} {run.wall_s:7.1f} s wall {run.cpu_s:7.1f} s CPU "
+                  f"{run.peak_mb:7.0f} MB peak", flush=True)
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("layers", layer_id))
+                                ).fetchone()
+            ogr_rows = conn.execute("select count(*) from bench.ogr_polygons").fetchone()
+            invalid = conn.execute(sql.SQL("select count(*) from {} where not st_isvalid(geom)").format(
+                sql.Identifier("layers", layer_id))).fetchone()
+        if not rows or not ogr_rows or rows[0] != n or ogr_rows[0] != n or (invalid and invalid[0]):
+            raise RuntimeError(f"rows: sdi {rows}, ogr2ogr {ogr_rows} (expected {n}); sdi invalid left: {invalid}")
+        subprocess.run([sys.executable, "-m", "sdi.cli", "layers", "drop", "--yes", layer_id], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+    return _median(sdi_runs), _median(ogr_runs)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000, help="number of polygons (default 1,000,000)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,5000000", help="comma-separated polygon counts")
+    parser.add_argument("--pairs", type=int, default=2, help="paired runs (A B) per size (default 2)")
+    parser.add_argument("--ten-million", action="store_true", help="also one sdi load of 10,000,000 polygons")
     parser.add_argument("--server", default=os.environ.get("SDI_DATABASE_URL", "postgresql:///sdi"),
                         help="libpq URL of the server; a scratch database is created on it and dropped")
     args = parser.parse_args()
-    if not shutil.which("ogr2ogr"):
-        print("ogr2ogr not found: apt-get install gdal-bin", file=sys.stderr)
+    if not shutil.which("ogr2ogr") or not Path("/usr/bin/time").exists():
+        print("ogr2ogr or /usr/bin/time not found: apt-get install gdal-bin time", file=sys.stderr)
         return 1
-
-    src = make_polygons(args.n, OUT / f"synthetic_polygons_{args.n}.gpkg")
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     params = conninfo_to_dict(args.server)
     dbname = f"sdi_bench_{uuid.uuid4().hex[:8]}"
     admin = make_conninfo(**{**params, "dbname": "postgres"})
     url = make_conninfo(**{**params, "dbname": dbname})
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
-    env = {**os.environ, "SDI_DATABASE_URL": url}
+    env = {**os.environ, "SDI_DATABASE_URL": url, "SDI_LAYERS_DIR": str(OUT / "load_bench_layers")}
     try:
         subprocess.run([sys.executable, "-m", "sdi.cli", "db", "init", "-q"], env=env, check=True)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("create schema bench")
-        yml = OUT / "bench_polygons.yml"
-        yml.write_text(
-            "id: bench_polygons\ntitle: {en: Synthetic benchmark polygons (synthetic)}\n"
-            "abstract: {en: Generated by benchmarks/load_bench.py}\ncustodian: HK SDI benchmarks\n"
-            f"licence: synthetic\nsynthetic: true\nsource: {{path: {src.name}}}\n", encoding="utf-8")
-        print(f"{args.n:,} synthetic polygons, {src.stat().st_size / 1e6:.0f} MB GeoPackage (EPSG:4326) "
-              f"-> PostGIS EPSG:2326, database {dbname}")
-
-        def sdi_load() -> None:
-            subprocess.run([sys.executable, "-m", "sdi.cli", "load", str(yml)], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
-
-        def ogr() -> None:
-            subprocess.run(["ogr2ogr", "--config", "PG_USE_COPY", "YES", "-f", "PostgreSQL", f"PG:{url}",
-                            str(src), "polygons", "-nln", "bench.ogr_polygons", "-t_srs", "EPSG:2326",
-                            "-lco", "GEOMETRY_NAME=geom", "-lco", "SPATIAL_INDEX=GIST", "-lco", "FID=fid"],
-                           check=True)
-
-        def gpd_load() -> None:
-            from sqlalchemy import create_engine
-
-            frame = gpd.read_file(src, engine="pyogrio", use_arrow=True).to_crs(2326)
-            engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url))
-            frame.rename_geometry("geom").to_postgis("gpd_polygons", engine, schema="bench", index=False,
-                                                     chunksize=50_000)
-            engine.dispose()
-
-        times = {
-            "sdi load": timed("sdi load", sdi_load),
-            "ogr2ogr (COPY)": timed("ogr2ogr -f PostgreSQL (COPY)", ogr),
-            "geopandas to_postgis": timed("geopandas to_postgis", gpd_load),
-        }
-        with psycopg.connect(url) as conn:
-            counts = {t: conn.execute(sql.SQL("select count(*) from {}").format(sql.SQL(t))).fetchone()[0]
-                      for t in ("layers.bench_polygons", "bench.ogr_polygons", "bench.gpd_polygons")}
-            repaired = conn.execute("select report->'repaired' from sdi.load_history order by load_id desc limit 1"
-                                    ).fetchone()[0]
-            invalid = {t: conn.execute(sql.SQL("select count(*) from {} where not st_isvalid(geom)").format(
-                sql.SQL(t))).fetchone()[0] for t in counts}
-        print(f"  rows: {counts}")
-        print(f"  invalid geometries left: {invalid}; sdi repaired: {repaired}")
-        if len(set(counts.values())) != 1 or counts["layers.bench_polygons"] != args.n:
-            print("row counts differ", file=sys.stderr)
-            return 1
-        base = times["sdi load"]
-        print("\n| tool | seconds | ratio to sdi load |\n|---|---:|---:|")
-        for name, secs in times.items():
-            print(f"| {name} | {secs:.1f} | {secs / base:.2f}× |")
-        return 0
+        results = {n: bench_size(n, url, args.pairs, env) for n in sizes}
+        ten = None
+        if args.ten_million:
+            src = make_polygons(10_000_000, OUT / "synthetic_polygons_10000000.gpkg")
+            ten = measured([sys.executable, "-m", "sdi.cli", "load", str(_yml("bench_polygons_10m", src))], env)
+        print(f"\nSide by side (median of {args.pairs} paired runs; peak = largest; machine: {os.cpu_count()} CPUs)")
+        print("\n| polygons | tool | wall s | CPU s | peak MB | sdi ÷ ogr2ogr (wall) |\n|---:|---|---:|---:|---:|---:|")
+        missed = []
+        for n, (mine, ogr) in results.items():
+            ratio = mine.wall_s / ogr.wall_s
+            print(f"| {n:,} | `sdi load` | {mine.wall_s:.1f} | {mine.cpu_s:.1f} | {mine.peak_mb:,.0f} | {ratio:.2f}× |")
+            print(f"| {n:,} | `ogr2ogr` | {ogr.wall_s:.1f} | {ogr.cpu_s:.1f} | {ogr.peak_mb:,.0f} | |")
+            if ratio > TARGET_RATIO:
+                missed.append(f"{n:,}: sdi load takes {ratio:.2f}× ogr2ogr's time (target ≤ {TARGET_RATIO})")
+            if mine.peak_mb > TARGET_PEAK_MB:
+                missed.append(f"{n:,}: sdi load peaked at {mine.peak_mb:.0f} MB (target ≤ {TARGET_PEAK_MB})")
+        if ten is not None:
+            print(f"| 10,000,000 | `sdi load` | {ten.wall_s:.1f} | {ten.cpu_s:.1f} | {ten.peak_mb:,.0f} | |")
+        for line in missed:
+            print(f"target missed: {line}", file=sys.stderr)
+        return 1 if missed else 0
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))

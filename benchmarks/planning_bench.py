@@ -15,8 +15,9 @@ It then times the full screening of ``sdi/planning/criteria/data_centre.yml`` ``
   criterion, no sdi.planning code), on in-memory GeoDataFrames (reading them is not timed);
 * ``postgis``, ``geopandas``: ``sdi.planning.site_selection(engine=...)`` on the loaded layers (the
   in-memory engines read what they need from the database inside the timed call);
-* ``dask1``, ``dask2``: ``engine="dask"`` on a local cluster of 1 and 2 worker processes started before
-  timing (``scheduler=cluster.scheduler_address``).
+* ``dask1``, ``dask2``: ``engine="dask"`` on a cluster of 1 and 2 worker processes (one thread each) started
+  before timing with the distributed command-line tools (``dask scheduler`` and ``dask worker``, loopback only,
+  ``scheduler="tcp://127.0.0.1:<port>"``); the workers read their partitions from the database themselves.
 
 Every engine's result is checked against the naive one (same sites in the same rank order, scores within
 1e-6); a mismatch or a failure is shown in the table (and the exit status is 1), not raised.
@@ -166,6 +167,56 @@ def with_min_area(criteria: dict[str, Any], min_m2: float) -> dict[str, Any]:
     return {**criteria, "constraints": constraints}
 
 
+def cli_cluster(workers: int, folder: Path) -> tuple[str, Callable[[], object]]:
+    """Start ``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1; return the address and a stop.
+
+    Waits (at most 120 s) until every worker is registered; the stop terminates the processes (then kills them).
+    """
+    import json
+    import subprocess
+
+    from distributed import Client
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dask = str(Path(sys.executable).with_name("dask"))
+    state = folder / "scheduler.json"
+    state.unlink(missing_ok=True)
+    loopback = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(state), *loopback]]
+    commands += [[dask, "worker", "--scheduler-file", str(state), "--nworkers", "1", "--nthreads", "1", "--no-nanny",
+                  "--host", "127.0.0.1", "--local-directory", str(folder / f"worker-{i}"), "--death-timeout", "60",
+                  *loopback] for i in range(workers)]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def stop() -> None:
+        for process in reversed(processes):
+            process.terminate()
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
+
+    deadline = time.monotonic() + 120
+    try:
+        for i, command in enumerate(commands):
+            with (folder / f"{'scheduler' if i == 0 else f'worker-{i - 1}'}.log").open("wb") as log:
+                processes.append(subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL))
+            while i == 0 and not (state.exists() and state.read_text().strip().endswith("}")):
+                if processes[0].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dask scheduler did not start (see {folder}/scheduler.log)")
+                time.sleep(0.1)
+        address = json.loads(state.read_text())["address"]
+        with Client(address, timeout="30s", set_as_default=False) as client:
+            client.wait_for_workers(workers, timeout=max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        stop()
+        raise
+    return address, stop
+
+
 def engine_runner(engine: str, criteria: dict[str, Any],
                   settings: Settings) -> tuple[Callable[[], Any], Callable[[], object]]:
     """A zero-argument call of ``site_selection`` for a bench engine name, and what to close afterwards."""
@@ -173,16 +224,9 @@ def engine_runner(engine: str, criteria: dict[str, Any],
 
     if engine in ("postgis", "geopandas"):
         return (lambda: site_selection(criteria, engine=engine, settings=settings)), (lambda: None)
-    import dask
-    from distributed import LocalCluster
-
-    # the dask engine puts the in-memory lots into its task graph: without this, one warning per compute
-    dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"})
-    cluster = LocalCluster(n_workers=int(engine.removeprefix("dask")), threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
-    address = cluster.scheduler_address
-    return (lambda: site_selection(criteria, engine="dask", settings=settings, scheduler=address)), \
-        (lambda: cluster.close())
+    workers = int(engine.removeprefix("dask"))
+    address, stop = cli_cluster(workers, OUT / "dask-cli" / engine)
+    return (lambda: site_selection(criteria, engine="dask", settings=settings, scheduler=address)), stop
 
 
 def main() -> int:

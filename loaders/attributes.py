@@ -90,7 +90,8 @@ def clean_text(series: pd.Series) -> tuple[pd.Series, int]:
     elif pc.any(pc.match_substring(arr, "\x00").fill_null(False)).as_py():
         arr = pc.replace_substring(arr, "\x00", "")
     cleaned = pc.if_else(nulls, pa.scalar(None, type=pa.string()), arr)
-    return pd.Series(cleaned.to_pandas(), index=series.index, dtype=object), int(pc.sum(nulls).as_py() or 0)
+    values = cleaned.to_numpy(zero_copy_only=False)  # positional: the series may have gaps in its index
+    return pd.Series(values, index=series.index, dtype=object), int(pc.sum(nulls).as_py() or 0)
 
 
 def _clean_mixed(series: pd.Series) -> tuple[pd.Series, int]:
@@ -255,9 +256,21 @@ class Attributes:
     primary_key: str
 
 
-def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition,
-                         report: LoadReport) -> Attributes:
+def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: LoadReport, *,
+                         text_columns: frozenset[str] = frozenset(), key_start: int = 1,
+                         check_key: bool = True) -> Attributes:
     """Rename, clean and type the attribute columns, and settle the primary key.
+
+    Parameters
+    ----------
+    text_columns
+        Source columns kept as text without type detection (a streamed load found that their
+        chunks disagree, so the whole column is text, as a whole-file load would make it).
+    key_start
+        The first generated feature id (``fid``), for a chunk that does not start the source.
+    check_key
+        Check the declared primary key for nulls and duplicates here (a streamed load checks the
+        whole column in its staging table instead).
 
     Raises
     ------
@@ -292,7 +305,7 @@ def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition,
             series = repair_text(series, report, original)
         if spec and spec.type:
             series = convert(series, original, spec.type)
-        elif _is_text(series):
+        elif _is_text(series) and original not in text_columns:
             series = _detect_type(series, original, report)
         name = names[original]
         data[name] = series
@@ -307,11 +320,12 @@ def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition,
     out = pd.DataFrame(data, index=frame.index)
     if pk_original is None:
         key = GENERATED_KEY
-        out.insert(0, key, np.arange(1, len(out) + 1, dtype="int64"))
+        out.insert(0, key, np.arange(key_start, key_start + len(out), dtype="int64"))
         fields.insert(0, FieldInfo(key, "(generated)", "bigint", "Feature id, in source order", "要素編號"))
     else:
         key = names[pk_original]
-        _check_unique(out[key], pk_original, definition)
+        if check_key:
+            _check_unique(out[key], pk_original, definition)
     result = gpd.GeoDataFrame(out, geometry=frame.geometry.array, crs=frame.crs)
     result = result.rename_geometry("geom")
     return Attributes(result, fields, key)
@@ -319,9 +333,17 @@ def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition,
 
 def _check_unique(series: pd.Series, original: str, definition: LayerDefinition) -> None:
     if series.isna().any():
-        raise DataError(f"{definition.label}: primary_key {original!r} is empty in {int(series.isna().sum())} rows")
+        raise key_error(definition, original, empty=int(series.isna().sum()))
     dup = series[series.duplicated(keep=False)]
     if len(dup):
-        keys = sorted({str(v) for v in dup})
-        shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
-        raise DataError(f"{definition.label}: duplicate primary keys in {original!r}: {shown}")
+        raise key_error(definition, original, duplicates=sorted({str(v) for v in dup}))
+
+
+def key_error(definition: LayerDefinition, original: str, *, empty: int = 0,
+              duplicates: list[str] | None = None) -> DataError:
+    """The error for a declared primary key with ``empty`` NULL rows or (sorted) ``duplicates``."""
+    if empty:
+        return DataError(f"{definition.label}: primary_key {original!r} is empty in {empty} rows")
+    keys = duplicates or []
+    shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+    return DataError(f"{definition.label}: duplicate primary keys in {original!r}: {shown}")

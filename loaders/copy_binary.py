@@ -42,8 +42,8 @@ def _fixed(values: np.ndarray, valid: np.ndarray | None) -> pa.Array:
     return out
 
 
-def _prefixed(values: pa.Array) -> pa.Array:
-    """Prefix each value with its int32 big-endian length; NULL becomes length -1."""
+def prefixed(values: pa.Array) -> pa.Array:
+    """Values of one column with their COPY length prefixes (int32 big-endian; NULL as length -1)."""
     lengths = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False).astype(">i4")
     prefix = _fixed(lengths, None)
     joined = pc.binary_join_element_wise(prefix, values, b"")
@@ -106,27 +106,39 @@ _WKB_OF_GEOS = np.array([1, 2, 2, 3, 4, 5, 6, 7], dtype=np.int8)
 
 
 def ewkb(geoms: np.ndarray, promote: bool) -> pa.Array:
-    """EWKB (little-endian, SRID 2326) of ``geoms``; with ``promote``, single parts become one-part Multi*.
+    """WKB of ``geoms`` for a ``geometry(…, 2326)`` column; with ``promote``, single parts become one-part Multi*.
 
-    GEOS writes plain WKB (``01 <type> <body>``); the SRID and any Multi* wrapper are put in by
+    Without ``promote`` this is GEOS's plain WKB (little-endian, no SRID): a geometry with SRID 0 takes
+    the column's SRID when PostGIS reads it, so nothing is rewritten. With ``promote`` it is EWKB
+    (:func:`promoted`).
+    """
+    wkb = pa.array(shapely.to_wkb(geoms, byte_order=1, include_srid=False), type=pa.binary())
+    return promoted(wkb, shapely.get_type_id(geoms).astype(np.int8)) if promote and len(wkb) else wkb
+
+
+def promoted(wkb: pa.Array, codes: np.ndarray) -> pa.Array:
+    """EWKB (SRID 2326) of plain little-endian WKB whose GEOS type ids are ``codes``, single parts as one-part Multi*.
+
+    GEOS writes plain WKB (``01 <type> <body>``); the SRID and the Multi* wrapper are put in by
     rewriting that 5-byte header with Arrow kernels, instead of cloning every geometry to set its
     SRID or rebuild it as a collection:
     ``01 <type|SRID> <srid> <body>``, or ``01 <multi|SRID> <srid> 01000000 01 <type> <body>``.
     """
-    wkb = pa.array(shapely.to_wkb(geoms, byte_order=1, include_srid=False), type=pa.binary())
-    if len(wkb) == 0:
+    if not len(wkb):
         return wkb
-    headers = pa.array([_header(int(code), HK_GRID, promote) for code in _WKB_OF_GEOS], type=pa.binary())
-    codes = shapely.get_type_id(geoms).astype(np.int8)
+    headers = pa.array([_header(int(code), HK_GRID, True) for code in _WKB_OF_GEOS], type=pa.binary())
     longest = pc.max(pc.binary_length(wkb)).as_py() or 0  # binary_slice needs an explicit stop
     body = pc.binary_slice(wkb, 5, longest)
     return pc.binary_join_element_wise(headers.take(pa.array(codes)), body, b"")
 
 
-def encode_rows(frame: pd.DataFrame, fields: list[FieldInfo], geoms: np.ndarray, promote: bool) -> bytes:
-    """Encode rows (attribute columns in ``fields`` order, then the geometry) as binary COPY tuples."""
-    columns = [_prefixed(column_values(frame[f.name], f.type)) for f in fields]
-    columns.append(_prefixed(ewkb(geoms, promote)))
+def encode_columns(frame: pd.DataFrame, fields: list[FieldInfo]) -> list[pa.Array]:
+    """Each attribute column of ``frame`` (in ``fields`` order) as length-prefixed binary COPY values."""
+    return [prefixed(column_values(frame[f.name], f.type)) for f in fields]
+
+
+def join_rows(columns: list[pa.Array]) -> bytes:
+    """Binary COPY tuples from length-prefixed columns (the field count, then each column's value)."""
     count = pa.scalar(struct.pack("!h", len(columns)), type=pa.binary())
     rows = pc.binary_join_element_wise(count, *columns, b"")
     if isinstance(rows, pa.ChunkedArray):
@@ -134,3 +146,8 @@ def encode_rows(frame: pd.DataFrame, fields: list[FieldInfo], geoms: np.ndarray,
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
     data = rows.buffers()[2]
     return data.to_pybytes()[offsets[0]:offsets[-1]] if data is not None else b""
+
+
+def encode_rows(frame: pd.DataFrame, fields: list[FieldInfo], geoms: np.ndarray, promote: bool) -> bytes:
+    """Encode rows (attribute columns in ``fields`` order, then the geometry) as binary COPY tuples."""
+    return join_rows([*encode_columns(frame, fields), prefixed(ewkb(geoms, promote))])

@@ -51,6 +51,7 @@ SERIAL_RANGE = (pd.Timestamp("1900-01-01"), pd.Timestamp("2100-12-31"))
 DATE_NAME = re.compile(r"(?<!up)date|datum|日期|(^|_)dt($|_)", re.IGNORECASE)  # not "update"
 _SERIAL = re.compile(r"^[1-9]\d{0,4}(\.\d+)?$")
 _SAMPLE = 1000
+_PROBE = 20  #: values tried first; one that is no date ends detection
 #: Normalising rewrites: ordinal suffixes (``1st``), ``Sept``, runs of whitespace.
 _FIXES: tuple[tuple[str, str, str], ...] = (
     (r"\d(?i:st|nd|rd|th)\b", r"(\d)(?i:st|nd|rd|th)\b", r"\1"),
@@ -166,6 +167,8 @@ def detect_dates(series: pd.Series, column: str | None = None) -> pd.Series | No
         if stamps is not None:
             has_time = bool((stamps != stamps.dt.normalize()).any())
             return _finish(stamps, series.index, has_time, ["Excel serial number"])
+    if _cascade(head.head(_PROBE))[0].isna().any():  # cheapest exit: a value of the first few is no date
+        return None
     parsed, sample_formats, _ = _cascade(head)  # cheap early exit on a sample before the whole column
     if parsed.isna().any():
         return None

@@ -89,13 +89,23 @@ def read_other(path: Path, definition: LayerDefinition, report: LoadReport,
     if suffix == ".gdb" and path.is_dir():
         return _read_layered(path, definition, report, "File Geodatabase", None)
     if suffix in _JSON_SUFFIXES and path.is_file():
-        with open_regular(path) as fh:
-            head = fh.read(1 << 16)
-        if _TOPOLOGY.search(head):
+        flavour = json_flavour(path)
+        if flavour == "topojson":
             return _read_layered(path, definition, report, "TopoJSON", None)
-        if b'"geometryType"' in head or (b'"attributes"' in head and b'"features"' in head
-                                         and b'"FeatureCollection"' not in head):
+        if flavour == "esrijson":
             return _read_esrijson(path, definition, report)
+    return None
+
+
+def json_flavour(path: Path) -> str | None:
+    """``"topojson"`` or ``"esrijson"`` when the start of a JSON file says so; ``None`` for (Geo)JSON."""
+    with open_regular(path) as fh:
+        head = fh.read(1 << 16)
+    if _TOPOLOGY.search(head):
+        return "topojson"
+    if b'"geometryType"' in head or (b'"attributes"' in head and b'"features"' in head
+                                     and b'"FeatureCollection"' not in head):
+        return "esrijson"
     return None
 
 

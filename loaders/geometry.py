@@ -85,11 +85,16 @@ def _extract_family(geom: shapely.Geometry, family: str) -> shapely.Geometry | N
     return singles[0] if len(singles) == 1 else _COLLECT[family](singles)
 
 
-def repair_geometries(geoms: np.ndarray, report: LoadReport, *, when: str = "") -> tuple[np.ndarray, np.ndarray]:
+def repair_geometries(geoms: np.ndarray, report: LoadReport, *,
+                      source: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Repair invalid geometries with ``make_valid``, keeping each geometry's family.
 
     A self-intersecting polygon stays polygonal (collapsed slivers are discarded); a geometry with
-    nothing of its family left is dropped. Both are counted, by GEOS's reason.
+    nothing of its family left is dropped. Both are counted, by GEOS's reason. ``source`` holds the
+    same geometries before reprojection (or a function giving them for given row positions): a
+    geometry invalid only after it is counted as "... after reprojection", one already invalid in the
+    source by the source's reason.
 
     Returns
     -------
@@ -102,13 +107,17 @@ def repair_geometries(geoms: np.ndarray, report: LoadReport, *, when: str = "") 
         return geoms, keep
     idx = np.flatnonzero(invalid)
     fixed = shapely.make_valid(geoms[idx])
+    originals = None if source is None else (source(idx) if callable(source) else source[idx])
+    before = np.zeros(len(idx), dtype=bool) if originals is None else shapely.is_valid(originals)
     out = np.array(geoms, dtype=object)
     reasons: Counter[str] = Counter()
-    for i, original, repaired in zip(idx, geoms[idx], fixed, strict=True):
+    for k, (i, original, repaired, was_valid) in enumerate(zip(idx, geoms[idx], fixed, before, strict=True)):
         family = FAMILIES.get(int(shapely.get_type_id(original)))
         result = repaired if family is None or FAMILIES.get(int(shapely.get_type_id(repaired))) == family \
             else _extract_family(repaired, family)
-        reason = shapely.is_valid_reason(original).split("[")[0].strip().lower()
+        basis = original if originals is None or was_valid else originals[k]
+        reason = shapely.is_valid_reason(basis).split("[")[0].strip().lower()
+        when = " after reprojection" if was_valid else ""
         if result is None or shapely.is_empty(result):
             keep[i] = False
             report.drop(f"invalid geometry ({reason}){when} with nothing left after repair")
@@ -141,13 +150,27 @@ def promote_to_multi(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
+def type_counts(geoms: np.ndarray) -> Counter[int]:
+    """How many geometries of each GEOS type id ``geoms`` holds (what :func:`settle_type` decides on)."""
+    ids, counts = np.unique(shapely.get_type_id(np.asarray(geoms)), return_counts=True)
+    return Counter({int(t): int(c) for t, c in zip(ids, counts, strict=True)})
+
+
 def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: LoadReport, *,
                override: str | None = None) -> tuple[str, bool]:
-    """Settle one geometry type for the layer.
+    """Settle one geometry type for the layer from all its geometries (see :func:`settle_type`)."""
+    return settle_type(type_counts(np.asarray(frame.geometry.array)), definition, report, override=override)
+
+
+def settle_type(present: Counter[int], definition: LayerDefinition, report: LoadReport | None, *,
+                override: str | None = None, seen: str = "") -> tuple[str, bool]:
+    """Settle one geometry type for the layer from the counts of its geometry types.
 
     When a layer mixes single and multi parts (or declares a Multi* type), single parts are to be
-    promoted: that is counted here and done by the writer at the EWKB level (or in memory by
-    :func:`promote_to_multi`), so a million polygons are not rebuilt one by one.
+    promoted: that is counted here (in ``report``, when given) and done by the writer at the EWKB
+    level (or in memory by :func:`promote_to_multi`), so a million polygons are not rebuilt one by one.
+    A streamed load calls this after each chunk with the counts so far (``report=None``, so nothing
+    is noted twice; ``seen`` says how far it got, for error messages) and once more at the end.
 
     Returns
     -------
@@ -164,18 +187,19 @@ def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: Loa
     declared = override or definition.geometry_type
     if declared == "Geometry":
         return "Geometry", False
-    type_ids = shapely.get_type_id(np.asarray(frame.geometry.array))
-    present = Counter(int(t) for t in np.unique(type_ids))
+    present = +present  # drop zero counts
     families = {FAMILIES.get(t, "GeometryCollection") for t in present}
-    if not len(frame):
+    if not present:
         if declared is None:
             raise GeometryError(f"{definition.label}: no geometries left to publish; nothing to load")
         return declared, declared.startswith("Multi")
     if len(families) > 1:
-        counts = Counter(FAMILIES.get(int(t), "GeometryCollection") for t in type_ids)
+        counts: Counter[str] = Counter()
+        for t, n in present.items():
+            counts[FAMILIES.get(t, "GeometryCollection")] += n
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-        raise GeometryError(f"{definition.label}: mixed geometry types ({shown}); set geometry_type: Geometry "
-                            f"or split the source into one layer per type")
+        raise GeometryError(f"{definition.label}: mixed geometry types ({shown}{seen}); set geometry_type: "
+                            f"Geometry or split the source into one layer per type")
     family = families.pop()
     if family == "GeometryCollection":
         raise GeometryError(f"{definition.label}: geometry collections cannot be published as a typed layer; "
@@ -192,8 +216,8 @@ def unify_type(frame: gpd.GeoDataFrame, definition: LayerDefinition, report: Loa
     else:
         target = MULTI[family] if has_multi else family
     promote = target.startswith("Multi")
-    if promote:
-        singles = int((~np.isin(type_ids, list(_MULTI_IDS))).sum())
+    if promote and report is not None:
+        singles = sum(n for t, n in present.items() if t not in _MULTI_IDS)
         reason = "declared" if declared else "the layer mixes single and multi parts"
         if singles:
             report.note(f"{singles:,} single parts written as one-part {target} ({reason})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -10,12 +9,14 @@ from collections.abc import Callable
 import geopandas as gpd
 
 from loaders import attributes, geometry
+from loaders.batches import streamed_count
 from loaders.layer import NormalisedLayer
 from loaders.limits import Budget, Limits
 from loaders.raster import RASTER_SUFFIXES, load_raster
 from loaders.read import read_source, resolve_crs
 from loaders.report import LoadReport
-from loaders.reproject import TypeChangedError
+from loaders.reproject import to_storage
+from loaders.stream import StreamedLayer
 from loaders.write import Progress, write_layer
 from sdi import __version__
 from sdi.crs import reprojection
@@ -40,31 +41,25 @@ def read(definition: LayerDefinition, report: LoadReport,
     return raw.frame, raw.source_epsg
 
 
-def normalise(frame: gpd.GeoDataFrame, source_epsg: int, definition: LayerDefinition, report: LoadReport, *,
-              defer_reprojection: bool = False, geometry_type: str | None = None) -> NormalisedLayer:
-    """Clean, repair and type a frame read from a source, and reproject it to EPSG:2326.
+def normalise(frame: gpd.GeoDataFrame, source_epsg: int, definition: LayerDefinition,
+              report: LoadReport) -> NormalisedLayer:
+    """Clean, reproject to EPSG:2326, repair and type a frame read from a source.
 
-    Parameters
-    ----------
-    defer_reprojection
-        Leave the geometries in the source CRS; the writer reprojects them chunk by chunk while
-        the server ingests rows. The extent check then happens during the write (which rolls back).
-    geometry_type
-        Force the layer's geometry type (used to widen it after a repair during reprojection).
+    Null, empty and non-finite geometries are dropped and Z/M dropped to 2D; the rest are reprojected
+    (extent checked) and repaired in EPSG:2326 (:func:`loaders.reproject.to_storage`); then one
+    geometry type is settled and the attributes are named, cleaned and typed.
     """
     try:  # the transformation is checked (EPSG:1825, no ballpark) before any work is done
         report.transformation = reprojection(source_epsg).description
     except CrsError as exc:
         raise CrsError(f"{definition.label}: {exc}") from exc
     frame = geometry.drop_unpublishable(frame, report)
-    frame = geometry.repair(frame, report)
-    target, promote = geometry.unify_type(frame, definition, report, override=geometry_type)
+    frame = to_storage(frame, source_epsg, report, where=definition.label)
+    target, promote = geometry.unify_type(frame, definition, report)
     attrs = attributes.normalise_attributes(frame, definition, report)
     report.geometry_type = target
     report.fields = attrs.fields
-    layer = NormalisedLayer(attrs.frame, attrs.fields, target, attrs.primary_key, promote, source_epsg,
-                            definition.label)
-    return layer if defer_reprojection else layer.reprojected(report)
+    return NormalisedLayer(attrs.frame, attrs.fields, target, attrs.primary_key, promote)
 
 
 def _write(definition: LayerDefinition, layer: NormalisedLayer, report: LoadReport, settings: Settings,
@@ -103,6 +98,9 @@ def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = Fal
     """
     if definition.source_path.suffix.lower() in RASTER_SUFFIXES:
         return load_raster(definition, settings, dry_run=dry_run, progress=progress, stage=stage)
+    count = streamed_count(definition, settings.load_chunk_rows)
+    if count is not None:
+        return _load_streamed(definition, settings, count, dry_run=dry_run, progress=progress, stage=stage)
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     report = LoadReport(layer_id=definition.id, source_path=str(definition.source_path), dry_run=dry_run)
@@ -122,20 +120,36 @@ def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = Fal
     timed("read")
     frame, source_epsg = read(definition, report, Limits.from_settings(settings))
     timed("normalise")
-    as_read = copy.deepcopy(report)  # what reading found, for a second normalising pass
-    layer = normalise(frame, source_epsg, definition, report, defer_reprojection=not dry_run)
+    layer = normalise(frame, source_epsg, definition, report)
     if not dry_run:
         timed("write")
-        try:
-            report.load_id = _write(definition, layer, report, settings, started_at, progress)
-        except TypeChangedError as exc:  # a repair after reprojection needs a wider column type
-            report = copy.deepcopy(as_read)
-            report.warn(f"geometry type widened to {exc.geometry_type}: repairs after reprojection made it")
-            layer = normalise(frame, source_epsg, definition, report, defer_reprojection=True,
-                              geometry_type=exc.geometry_type)
-            report.load_id = _write(definition, layer, report, settings, started_at, progress)
+        report.load_id = _write(definition, layer, report, settings, started_at, progress)
     else:
         report.features_written = 0
     timed("done")
     report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _load_streamed(definition: LayerDefinition, settings: Settings, count: int, *, dry_run: bool,
+                   progress: Progress | None, stage: Stage | None) -> LoadReport:
+    """:func:`load` for a large file read chunk by chunk (:mod:`loaders.stream`): one overlapped step."""
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.UTC)
+    report = LoadReport(layer_id=definition.id, source_path=str(definition.source_path), dry_run=dry_run)
+    report.note(f"streamed in chunks of {settings.load_chunk_rows:,} features (SDI_LOAD_CHUNK_ROWS)")
+    if stage:
+        stage("stream")
+    source = StreamedLayer(definition, count, report, settings.load_chunk_rows)
+    if dry_run:
+        for _ in source.encoded(report):
+            pass
+        report.features_written = 0
+    else:
+        with connect(settings) as conn:
+            report.load_id = write_layer(conn, definition, source, report, settings, started_at=started_at,
+                                         loader_version=__version__, progress=progress)
+    report.geometry_type, report.fields = source.geometry_type, list(source.fields)
+    report.seconds = round(time.perf_counter() - started, 3)
+    report.timings["stream"] = report.seconds
     return report

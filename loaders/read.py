@@ -86,8 +86,14 @@ def _check_file(path: Path, label: str) -> None:
         raise SourceFormatError(f"{path}: file is empty (0 bytes)")
 
 
-def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str,
-              report: LoadReport | None = None) -> gpd.GeoDataFrame:
+def check_layer(path: Path, layer: str | None, label: str) -> None:
+    """Check that GDAL reads ``path`` and that ``layer`` names one of its layers (or it has only one).
+
+    Raises
+    ------
+    SourceFormatError
+        Not a readable vector file, several layers and no ``source.layer``, or an unknown layer.
+    """
     try:
         layers = pyogrio.list_layers(path)
     except (DataSourceError, OSError) as exc:
@@ -99,6 +105,11 @@ def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str
         )
     if layer is not None and layer not in names:
         raise SourceFormatError(f"{label}: source.layer {layer!r} not in {path.name} (has: {', '.join(names)})")
+
+
+def _read_ogr(path: Path, *, layer: str | None, encoding: str | None, label: str,
+              report: LoadReport | None = None) -> gpd.GeoDataFrame:
+    check_layer(path, layer, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -125,6 +136,11 @@ def _read_ogr_fixing(path: Path, *, layer: str | None, encoding: str | None,
         report.repair("unparseable geometry fixed while reading (e.g. unclosed ring closed)", repaired)
     attrs = table.drop_columns([geom_col]).to_pandas(types_mapper=_NULLABLE.get)
     return gpd.GeoDataFrame(attrs, geometry=gpd.GeoSeries(fixed, index=attrs.index), crs=meta.get("crs"))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a GDAL error, without its advice."""
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

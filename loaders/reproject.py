@@ -1,49 +1,37 @@
-"""Reprojection to EPSG:2326, chunk by chunk, with the Hong Kong extent check.
+"""Reprojection to EPSG:2326 with the Hong Kong extent check, and validity checked where the data will live.
 
-A normalised layer keeps its geometries in the source CRS until they are needed: the writer
-reprojects each COPY chunk on a worker thread while the server ingests the previous one, so the
-transformation (the costliest step of a load) overlaps the database's work. In-memory users call
-:func:`finalise` on the whole layer. Either way, each chunk is transformed with the checked
-transformation (EPSG:1825 for HK80↔WGS84), checked against Hong Kong's extent, and re-validated:
-a geometry that a transformation made invalid is repaired like any other (and counted).
+Each frame (a whole layer, or one chunk of a streamed load) is transformed with the checked
+transformation (EPSG:1825 for HK80↔WGS84, evaluated through its checked polynomial fit over Hong Kong:
+:mod:`loaders.fitted`), checked against Hong Kong's extent, then validated and repaired once, in
+EPSG:2326: a geometry that only the transformation made invalid is repaired like any other and
+counted as such (:func:`to_storage`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import shapely
-from shapely import GeometryType as GT
 
-from loaders.geometry import FAMILIES, repair_geometries
+from loaders import fitted
+from loaders.geometry import repair_geometries
 from loaders.report import LoadReport
 from sdi.crs import HK_GRID, check_hk_extent, describe_bounds, reprojection
-from sdi.errors import CrsError
-
-_MULTI_IDS = {int(GT.MULTIPOINT), int(GT.MULTILINESTRING), int(GT.MULTIPOLYGON)}
+from sdi.errors import CrsError, ExtentError
 
 
-class TypeChangedError(Exception):
-    """A repair after reprojection produced a geometry the layer's column type cannot hold (rare).
-
-    The pipeline then reloads with the wider type; it never reaches the user.
-    """
-
-    def __init__(self, geometry_type: str) -> None:
-        super().__init__(geometry_type)
-        self.geometry_type = geometry_type
-
-
-def _transform_xy(transformer: Any, coords: np.ndarray) -> np.ndarray:
-    """Transform an (n, 2) array; PROJ releases the GIL, so large arrays go in halves on two threads."""
+def _transform_xy(source_epsg: int, coords: np.ndarray) -> np.ndarray:
+    """Transform an (n, 2) array to EPSG:2326 (:func:`loaders.fitted.transform`); large arrays in halves
+    on two threads (NumPy and PROJ release the GIL)."""
     out = np.empty_like(coords)
 
     def part(sl: slice) -> None:
-        out[sl, 0], out[sl, 1] = transformer.transform(coords[sl, 0], coords[sl, 1], errcheck=False)
+        out[sl, 0], out[sl, 1] = fitted.transform(source_epsg, coords[sl, 0], coords[sl, 1])
 
-    if len(coords) < 50_000:
+    if len(coords) < 200_000:
         part(slice(None))
     else:
         half = len(coords) // 2
@@ -74,7 +62,7 @@ def to_hk_grid(geoms: np.ndarray, source_epsg: int, *, where: str) -> np.ndarray
     coords = shapely.get_coordinates(geoms)
     source_bounds = bounds_of(coords)
     if rep.transformer is not None and len(coords):
-        coords = _transform_xy(rep.transformer, coords)
+        coords = _transform_xy(source_epsg, coords)
         geoms = shapely.set_coordinates(np.array(geoms, dtype=object), coords)
     bounds = bounds_of(coords)
     if bounds is not None:
@@ -87,30 +75,59 @@ def to_hk_grid(geoms: np.ndarray, source_epsg: int, *, where: str) -> np.ndarray
     return geoms
 
 
-def finalise(geoms: np.ndarray, source_epsg: int, geometry_type: str, report: LoadReport, *,
-             where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reproject a chunk to EPSG:2326 and re-validate it for a layer of ``geometry_type``.
+def to_storage(frame: gpd.GeoDataFrame, source_epsg: int, report: LoadReport, *, where: str,
+               moved: np.ndarray | None = None,
+               sources: Callable[[np.ndarray], np.ndarray] | None = None) -> gpd.GeoDataFrame:
+    """A frame's geometries in EPSG:2326, inside Hong Kong and valid: reprojected, then repaired once.
 
-    Returns
-    -------
-    (geometries, keep)
-        The chunk's final geometries and a mask of the rows to keep.
+    Validity is checked (and repaired) in the storage CRS, where the data will be used; a geometry that
+    was already invalid in the source is counted by the source's reason, one that only the
+    transformation made invalid as "... after reprojection" (see :func:`loaders.geometry.repair_geometries`).
+
+    Parameters
+    ----------
+    moved
+        Rows already in EPSG:2326 (reprojected inside their WKB by :mod:`loaders.wkbproj`); their
+        extent is checked here, the others are reprojected.
+    sources
+        For ``moved`` rows: gives the source geometries of given row positions (to name a repair's reason).
 
     Raises
     ------
-    TypeChangedError
-        When a repair made a geometry that ``geometry_type`` cannot hold.
+    CrsError, ExtentError
+        As :func:`to_hk_grid`.
     """
-    geoms = to_hk_grid(geoms, source_epsg, where=where)
-    if source_epsg == HK_GRID:
-        return geoms, np.ones(len(geoms), dtype=bool)  # validated (and repaired) in this CRS already
-    geoms, keep = repair_geometries(geoms, report, when=" after reprojection")
-    if geometry_type != "Geometry":
-        type_ids = shapely.get_type_id(geoms[keep])
-        families = {FAMILIES.get(int(t)) for t in np.unique(type_ids)}
-        family = geometry_type.removeprefix("Multi")
-        if families - {family}:
-            raise TypeChangedError("Geometry")
-        if not geometry_type.startswith("Multi") and np.isin(type_ids, list(_MULTI_IDS)).any():
-            raise TypeChangedError(f"Multi{family}")
-    return geoms, keep
+    source = np.asarray(frame.geometry.array, dtype=object)
+    if moved is None or not moved.any():
+        geoms = to_hk_grid(source, source_epsg, where=where)
+        originals: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = (
+            None if source_epsg == HK_GRID else source)
+    else:
+        geoms = source.copy()
+        rest = ~moved
+        if rest.any():
+            geoms[rest] = to_hk_grid(source[rest], source_epsg, where=where)
+        done = geoms[moved]
+        if len(done):
+            xmin, ymin, xmax, ymax = (float(v) for v in shapely.total_bounds(done))
+            try:
+                check_hk_extent((xmin, ymin, xmax, ymax), None, source_epsg, where=where)
+            except ExtentError:
+                assert sources is not None
+                raw = shapely.get_coordinates(sources(np.flatnonzero(moved)))
+                check_hk_extent((xmin, ymin, xmax, ymax), bounds_of(raw), source_epsg, where=where)
+                raise
+
+        def originals_of(rows: np.ndarray) -> np.ndarray:
+            out = source[rows].copy()
+            mine = moved[rows]
+            if mine.any():
+                assert sources is not None
+                out[mine] = sources(rows[mine])
+            return out
+        originals = originals_of
+    geoms, keep = repair_geometries(geoms, report, source=originals)
+    out = gpd.GeoDataFrame(frame.drop(columns=frame.geometry.name),
+                           geometry=gpd.GeoSeries(geoms, index=frame.index, crs=HK_GRID), crs=HK_GRID)
+    out = out.rename_geometry(frame.geometry.name) if frame.geometry.name != "geometry" else out
+    return out.loc[keep] if not keep.all() else out

@@ -22,8 +22,7 @@ import datetime as dt
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,13 +31,12 @@ import shapely
 from psycopg import sql
 
 from loaders.changes import compare, prune_ids, record_ids
-from loaders.copy_binary import HEADER, TRAILER, encode_rows
 from loaders.layer import NormalisedLayer
 from loaders.report import LoadReport
+from loaders.rows import RestartLoad, RowSource, WholeLayer, fill_stage
 from sdi.access.groups import access_groups
 from sdi.access.roles import grant_layer
 from sdi.catalogue.store import refresh_record, temporal_extent
-from sdi.crs import HK_GRID
 from sdi.errors import LayerNotFoundError, LoadInterruptedError
 from sdi.layerdef import LayerDefinition
 from sdi.settings import Settings
@@ -55,39 +53,7 @@ def _name(base: str, suffix: str) -> str:
     return f"{base[: 62 - len(suffix)]}_{suffix}"
 
 
-def _chunks(layer: NormalisedLayer, report: LoadReport, size: int) -> Iterator[tuple[int, int, bytes, tuple[
-        float, float, float, float] | None]]:
-    """Yield ``(rows_done, rows_kept, copy_bytes, bounds)`` per chunk.
-
-    Each chunk is reprojected, re-validated and encoded on a worker thread while the caller sends
-    the previous one, so client work overlaps the server's COPY.
-    """
-    total = len(layer)
-    starts = list(range(0, total, size))
-
-    def encode(start: int) -> tuple[int, bytes, tuple[float, float, float, float] | None]:
-        attrs, geoms = layer.chunk(start, min(start + size, total), report)
-        box = tuple(float(v) for v in shapely.total_bounds(geoms)) if len(geoms) else None
-        return len(geoms), encode_rows(attrs, layer.fields, geoms, layer.promote), box  # type: ignore[return-value]
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdi-copy") as pool:
-        pending: Future[tuple[int, bytes, tuple[float, float, float, float] | None]] | None = (
-            pool.submit(encode, starts[0]) if starts else None)
-        for i, start in enumerate(starts):
-            assert pending is not None
-            kept, data, box = pending.result()
-            pending = pool.submit(encode, starts[i + 1]) if i + 1 < len(starts) else None
-            yield min(start + size, total), kept, data, box
-
-
-def _union(a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None) -> tuple[
-        float, float, float, float] | None:
-    if a is None or b is None:
-        return a or b
-    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
-
-
-def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer,
+def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer | RowSource,
                 report: LoadReport, settings: Settings, *, started_at: dt.datetime,
                 loader_version: str, progress: Progress | None = None) -> int:
     """Replace ``layers.<id>`` with ``layer`` in one transaction; return the new load id.
@@ -96,6 +62,9 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
     ----------
     conn
         An open connection, not in a transaction.
+    layer
+        A layer normalised in memory, or a streamed source (:class:`loaders.stream.StreamedLayer`),
+        which may ask for the staging table to be filled again from the start (in a savepoint).
     progress
         Called as ``progress(rows_written, rows_total)`` after each COPY chunk; an exception it
         raises aborts the load (and rolls it back), which the tests use to inject failures.
@@ -104,31 +73,21 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
     stage = _name("_load", table)
     ident = sql.Identifier(SCHEMA, table)
     stage_ident = sql.Identifier(SCHEMA, stage)
-    pk = layer.primary_key
-    columns = [sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.type)) for f in layer.fields]
-    geom_type = sql.SQL(f"geometry({layer.geometry_type}, {HK_GRID})")
-    total = len(layer)
+    source: RowSource = WholeLayer(layer, settings.copy_chunk_rows) if isinstance(layer, NormalisedLayer) else layer
     with conn.transaction():
         owner = conn.execute("select 1 from pg_roles where rolname = %s", (settings.owner_role,)).fetchone()
         if owner:
             conn.execute(sql.SQL("set local role {}").format(sql.Identifier(settings.owner_role)))
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"sdi.load.{table}",))
-        conn.execute(sql.SQL("drop table if exists {}").format(stage_ident))
-        conn.execute(sql.SQL("create table {} ({}, geom {} not null)").format(
-            stage_ident, sql.SQL(", ").join(columns), geom_type))
-        copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-            stage_ident, sql.SQL(", ").join(sql.Identifier(f.name) for f in [*layer.fields]) + sql.SQL(", geom"))
-        written, extent = 0, None
-        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            copy.write(HEADER)
-            for done, kept, data, box in _chunks(layer, report, settings.copy_chunk_rows):
-                copy.write(data)
-                written, extent = written + kept, _union(extent, box)
-                if progress:
-                    progress(done, total)
-            copy.write(TRAILER)
-        if progress and total == 0:
-            progress(0, 0)
+        while True:
+            try:
+                with conn.transaction():  # a savepoint: a streamed source that must start again rolls back to it
+                    written, extent = fill_stage(conn, stage_ident, source, report, progress)
+                    break
+            except RestartLoad:
+                continue
+        source.check_stage(conn, stage_ident)
+        pk = source.primary_key
         conn.execute("set local maintenance_work_mem = '256MB'")
         conn.execute(sql.SQL("alter table {} add constraint {} primary key ({})").format(
             stage_ident, sql.Identifier(_name(stage, "pkey")), sql.Identifier(pk)))
@@ -139,15 +98,15 @@ def write_layer(conn: psycopg.Connection, definition: LayerDefinition, layer: No
         conn.execute(sql.SQL("comment on table {} is {}").format(
             stage_ident, sql.Literal(f"{definition.title.en}{' (synthetic)' if definition.synthetic else ''}")))
         report.features_written = written
-        dates = [f.name for f in layer.fields if f.type in ("date", "timestamp", "timestamptz")]
+        dates = [f.name for f in source.fields if f.type in ("date", "timestamp", "timestamptz")]
         temporal = temporal_extent(conn, stage, dates)  # a scan: done before the swap, on the staging table
         # set-based comparisons with the live table (it is only read: readers go on), before the swap
-        report.changes = compare(conn, table, stage, layer.fields, pk, written, report)
+        report.changes = compare(conn, table, stage, source.fields, pk, written, report)
         prune_ids(conn, table)
 
         def swap() -> int:
             """Catalogue rows, then drop the live table and rename the staging table into its place."""
-            load_id = _record(conn, definition, layer, report, started_at, loader_version, extent)
+            load_id = _record(conn, definition, source, report, started_at, loader_version, extent)
             record_ids(conn, load_id, report.changes)
             refresh_record(conn, definition, kind="vector", public_url=settings.public_url, bounds=extent,
                            lineage=lineage(report, load_id, loader_version, started_at), temporal=temporal)
@@ -216,7 +175,7 @@ def lineage(report: LoadReport, load_id: int, loader_version: str, started_at: d
     }
 
 
-def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: NormalisedLayer, report: LoadReport,
+def _record(conn: psycopg.Connection, definition: LayerDefinition, layer: RowSource, report: LoadReport,
             started_at: dt.datetime, loader_version: str, bounds: tuple[float, float, float, float] | None) -> int:
     total = report.features_written
     row = conn.execute(

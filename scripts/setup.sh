@@ -30,6 +30,11 @@ if ! command -v ogr2ogr >/dev/null && [ "$(id -u)" -eq 0 ]; then
     say "installing gdal-bin (ogr2ogr, for benchmarks/load_bench.py)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null || say "gdal-bin not installed"
 fi
+if [ ! -x /usr/bin/time ] && [ "$(id -u)" -eq 0 ]; then
+    # the load benchmark measures each tool's peak memory with GNU time (a small parent: see load_bench.py)
+    say "installing time (GNU time, for benchmarks/load_bench.py)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null || say "time not installed"
+fi
 
 # Headless Chromium for the browser tests of the HTML pages (tests/publishing/test_pages.py).
 if ! command -v chromium >/dev/null; then

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
                                                      "each request's own (Host and trusted X-Forwarded-* headers).")
     connect_timeout: int = Field(5, ge=1, description="Seconds to wait for the database to answer.")
     copy_chunk_rows: int = Field(50_000, ge=1, description="Rows per COPY chunk (and progress step).")
+    load_chunk_rows: int = Field(10_000, ge=1, description="Features per chunk of a streamed load: a GeoPackage, "
+                                 "FlatGeobuf or GeoJSON source with more features is read, normalised and copied "
+                                 "this many at a time, in bounded memory (see loaders.stream).")
     swap_lock_timeout_ms: int = Field(250, ge=1, description="Longest wait, per try, for the lock that swaps a "
                                       "reloaded table in; readers of the layer wait at most this long per try.")
     swap_deadline_s: float = Field(120.0, gt=0, description="Seconds a reload keeps retrying the swap while readers "

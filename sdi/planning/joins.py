@@ -123,6 +123,8 @@ def _run(join: Join, left: object, right: object, names: tuple[str, str], engine
          settings: Settings | None, scheduler: str | None) -> gpd.GeoDataFrame:
     chosen: Engine = resolve_engine(engine, (left, right))
     lsrc, rsrc = _checked(left, names[0]), _checked(right, names[1])
+    if chosen == "dask":  # the tasks read the layers themselves
+        return dask_engine.run_join(join, lsrc, rsrc, names, settings, scheduler)
     needs_db = chosen == "postgis" or isinstance(lsrc, str) or isinstance(rsrc, str)
     with _connection(needs_db, settings) as conn:
         if chosen == "postgis":
@@ -132,8 +134,6 @@ def _run(join: Join, left: object, right: object, names: tuple[str, str], engine
     if join.kind == "clip":
         union = shapely.union_all(np.asarray(rframe.geometry.values, dtype=object))
         rframe = gpd.GeoDataFrame(geometry=gpd.GeoSeries([union], crs=rframe.crs), crs=rframe.crs)
-    if chosen == "dask":
-        return dask_engine.run_join(join, lframe, rframe, scheduler)
     return memory.run_join(join, lframe, rframe)
 
 
@@ -293,6 +293,8 @@ def summarise_by(source: Source, zones: Source, by: str | None = None,
     """
     chosen: Engine = resolve_engine(engine, (source, zones))
     ssrc, zsrc = _checked(source, "source"), _checked(zones, "zones")
+    if chosen == "dask":  # the tasks read the source layer themselves
+        return dask_engine.run_summary(ssrc, zsrc, by, agg, settings, scheduler)
     needs_db = chosen == "postgis" or isinstance(ssrc, str) or isinstance(zsrc, str)
     with _connection(needs_db, settings) as conn:
         if chosen == "postgis":
@@ -316,8 +318,6 @@ def summarise_by(source: Source, zones: Source, by: str | None = None,
     _check_by(by, _attribute_names(zframe))
     if by is not None:
         zframe = zframe[[by, zframe.geometry.name]].dissolve(by=by, sort=True, dropna=True).reset_index()
-    if chosen == "dask":
-        return dask_engine.run_summary(summary, sframe, zframe, scheduler)
     return memory.run_summary(summary, sframe, zframe)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from shapely.geometry import Point
 
-from loaders.attributes import column_names, normalise_attributes, snake_ascii
+from loaders.attributes import clean_text, column_names, normalise_attributes, snake_ascii
 from loaders.report import LoadReport
 from sdi.errors import DataError, LayerDefinitionError
 from sdi.layerdef import FieldSpec, parse_definition
@@ -107,3 +107,10 @@ def test_lists_become_jsonb() -> None:
     attrs = normalise_attributes(_frame({"uses": [["P", "T"], []]}), _definition(), LoadReport("t", "x"))
     assert {f.name: f.type for f in attrs.fields}["uses"] == "jsonb"
     assert pd.isna(attrs.frame["uses"]).sum() == 0
+
+
+def test_clean_text_keeps_each_value_on_its_row_when_rows_were_dropped() -> None:
+    """After a dropped geometry the frame's index has a gap; cleaned text must stay on its own row."""
+    series = pd.Series(["Centre Parc", "nan", "Ftlife Tower", "新明大廈"], index=[0, 2, 5, 9], dtype=object)
+    cleaned, nulled = clean_text(series)
+    assert cleaned.to_dict() == {0: "Centre Parc", 2: None, 5: "Ftlife Tower", 9: "新明大廈"} and nulled == 1

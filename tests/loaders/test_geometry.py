@@ -6,7 +6,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from shapely.geometry import LineString, MultiPolygon, Point, Polygon
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
 from loaders import geometry, reproject
 from loaders.report import LoadReport
@@ -109,12 +109,21 @@ def test_reproject_outside_hong_kong_names_the_cause() -> None:
         reproject.to_hk_grid(np.array([Point(114.17, 22.29)]), 2326, where="t.yml")
 
 
-def test_finalise_repairs_what_reprojection_broke_and_widens_type() -> None:
+def test_to_storage_repairs_in_hk_grid_by_the_source_reason() -> None:
     report = LoadReport("t", "x")
     lonlat_bowtie = Polygon([(114.16, 22.29), (114.17, 22.30), (114.17, 22.29), (114.16, 22.30)])
-    geoms, keep = reproject.finalise(np.array([lonlat_bowtie]), 4326, "MultiPolygon", report, where="t.yml")
+    frame = gpd.GeoDataFrame({"a": [1, 2]}, geometry=[lonlat_bowtie, box(114.1, 22.3, 114.11, 22.31)], crs=4326)
+    out = reproject.to_storage(frame, 4326, report, where="t.yml")
+    assert out.crs.to_epsg() == 2326 and list(out["a"]) == [1, 2]
+    assert shapely.is_valid(out.geometry.array).all()
+    assert out.geometry.iloc[0].geom_type == "MultiPolygon" and 830_000 < out.geometry.iloc[0].centroid.x < 840_000
+    assert report.repaired == {"invalid geometry repaired (self-intersection)": 1}
+
+
+def test_a_geometry_only_reprojection_broke_is_counted_as_such() -> None:
+    report = LoadReport("t", "x")
+    valid_in_source = box(0, 0, 1, 1)
+    broken = Polygon([(0, 0), (1, 1), (1, 0), (0, 1)])
+    geoms, keep = geometry.repair_geometries(np.array([broken]), report, source=np.array([valid_in_source]))
     assert keep.all() and shapely.is_valid(geoms).all()
     assert report.repaired == {"invalid geometry repaired (self-intersection) after reprojection": 1}
-    with pytest.raises(reproject.TypeChangedError) as info:
-        reproject.finalise(np.array([lonlat_bowtie]), 4326, "Polygon", LoadReport("t", "x"), where="t.yml")
-    assert info.value.geometry_type == "MultiPolygon"

@@ -1,106 +1,269 @@
-"""The ``dask`` engine: the left side split into Hilbert-curve partitions, the right side sent to every task.
+"""The ``dask`` engine: the left side cut into spatial partitions that the workers read from PostGIS themselves.
 
-A small right side is broadcast whole; a large one is cut per partition to the rows near the
-partition's convex hull (``nearest`` without ``max_distance_m`` always gets the whole right side).
+For a layer id, the client only plans: it reads the layer's load id, row count and extent from the
+catalogue and the bounding-box centres of a sample of its rows, and cuts the plane into rectangles of about
+:data:`ROWS_PER_PARTITION` rows each (at least one per worker thread;
+:mod:`sdi.planning.engines.partitions`). Each task then opens its own connection, reads the rows
+whose bounding-box centre lies in its rectangle, and reads the other side near them (rows whose bounding box
+comes within the join's reach of the partition: 0 m for ``sjoin``/``overlay``/``clip``/
+``summarise_by``, the distance for ``within_distance`` and ``nearest`` with a limit, a growing
+radius for ``nearest`` without one). A GeoDataFrame input is held by the client: as the left side it
+is cut into Hilbert-curve chunks sent to the tasks, as the other side it is sent once to every worker
+(or, when both sides are frames and it has more than :data:`BROADCAST_MAX_ROWS` rows, cut per chunk).
 
-Each partition runs the in-memory kernels of :mod:`sdi.planning.engines.memory` against the right
-rows that can match it, so results are identical to the ``geopandas`` engine; the matched positions
-are gathered and assembled in the calling process. Work runs on a ``dask.distributed`` scheduler
-(:func:`sdi.planning.cluster.dask_client`: the given address, or a local cluster of processes), or
-on dask's local ``"threads"`` / ``"synchronous"`` schedulers when one of those names is given.
+Tasks match with the in-memory kernels (:mod:`sdi.planning.engines.memory`) and return keys and raw
+values; the client sorts them by the left then the right key (text keys in the database's order) and
+builds the columns from the values as the ``postgis`` engine does, so every engine returns the same
+frame. Tasks check they read the load of each layer the client planned with (see
+:mod:`sdi.planning.engines.reading`). Work runs on a ``dask.distributed`` scheduler (an address, a
+client, or a local cluster: :func:`sdi.planning.cluster.task_runner`) or on the in-process
+``"threads"`` / ``"synchronous"`` schedulers.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import psycopg
+import shapely
+from psycopg import sql
 
-from sdi.planning.cluster import dask_client
-from sdi.planning.engines import memory
-from sdi.planning.engines.frames import Join, Pairs, Summary, pairs_result, summarise_pairs
+from sdi.planning.cluster import TaskRunner, task_runner
+from sdi.planning.engines import postgis
+from sdi.planning.engines.dask_tasks import (
+    JoinPiece,
+    JoinTask,
+    LayerPart,
+    NearLayer,
+    SummaryTask,
+    frame_rows,
+    join_part,
+    summary_part,
+)
+from sdi.planning.engines.frames import Join, Summary, attributes, dimension, finish, summarise_pairs, take
+from sdi.planning.engines.partitions import envelope, hilbert_chunks, layer_info, partition_count, plan_rects
+from sdi.planning.engines.reading import MARGIN_M, Database, Rows, key_ranks, snapshot
+from sdi.planning.sources import LayerTable, Source, layer_table, read_layer
+from sdi.settings import Settings
 
-#: Scheduler names run by dask itself in this process, without a ``distributed`` cluster.
-LOCAL_SCHEDULERS = ("threads", "synchronous")
-#: Left rows per partition (the left side is split into ``ceil(rows / ROWS_PER_PARTITION)`` partitions).
+#: Left rows per partition (at least one partition per worker thread).
 ROWS_PER_PARTITION = 50_000
-#: Right rows up to which the right side is sent whole to every task (beyond: per-partition subsets).
+#: A right-side frame of more rows is cut per partition when the left side is a frame too (else sent whole).
 BROADCAST_MAX_ROWS = 100_000
-_POSITION = "_sdi_position"
 
 
-def _join_partition(part: gpd.GeoDataFrame, right: gpd.GeoSeries, join: Join) -> pd.DataFrame:
-    pairs = memory.join_pairs(join, part.geometry.values, right.values)
-    return pd.DataFrame({"left": part[_POSITION].to_numpy()[pairs.left], "right": right.index.to_numpy()[pairs.right],
-                         "distance": pairs.distance if pairs.distance is not None else np.nan,
-                         "geometry": pairs.geometry if pairs.geometry is not None else None})
+@dataclass
+class _Session:
+    """The layers of one call: the database, an autocommit connection and each layer input's table, by name."""
 
+    db: Database | None
+    conn: psycopg.Connection | None
+    tables: dict[str, LayerTable]
 
-def _summary_partition(part: gpd.GeoDataFrame, zones: gpd.GeoSeries, summary: Summary) -> pd.DataFrame:
-    si, zi, measure = memory.summary_pairs(summary, part.geometry.values, zones.values)
-    return pd.DataFrame({"source": part[_POSITION].to_numpy()[si], "zone": zones.index.to_numpy()[zi],
-                         "measure": measure})
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[psycopg.Connection | None, dict[str, int]]]:
+        """A consistent read of the layers for planning, with their load ids (nothing without layers)."""
+        if self.db is None:
+            yield None, {}
+            return
+        with snapshot(self.db, list(self.tables.values())) as (conn, loads):
+            yield conn, loads
 
 
 @contextmanager
-def _client(scheduler: str | None) -> Iterator[Any]:
-    if scheduler in LOCAL_SCHEDULERS:
-        yield None
+def _session(settings: Settings | None, sources: Mapping[str, Source]) -> Iterator[_Session]:
+    """Look up the layer inputs (an unknown id is an error named after its parameter); yield the session."""
+    from sdi.planning.joins import _naming  # the public API's wording of errors (joins imports this module)
+
+    layers = {name: s for name, s in sources.items() if isinstance(s, str)}
+    if not layers:
+        yield _Session(None, None, {})
         return
-    with dask_client(scheduler) as client, client.as_current():  # type: ignore[attr-defined]
-        yield client
+    from sdi.db import connect
+
+    settings = settings if settings is not None else Settings()
+    with connect(settings, autocommit=True) as conn:
+        tables = {}
+        for name, layer_id in layers.items():
+            with _naming(name):
+                tables[name] = layer_table(conn, layer_id)
+        yield _Session(Database.of(settings), conn, tables)
 
 
-def _run(frame: gpd.GeoDataFrame, other: gpd.GeoSeries, kernel: Callable[..., pd.DataFrame], arg: object,
-         scheduler: str | None, reach: float | None) -> pd.DataFrame:
-    """Apply ``kernel(partition, other rows, arg)`` to Hilbert partitions of ``frame``; concatenate the results.
+def _left_parts(session: _Session, plan: psycopg.Connection | None, name: str, source: Source,
+                columns: Sequence[str], runner: TaskRunner) -> list[tuple[LayerPart | None, Rows | None]]:
+    """The partitions of the left side: rectangles of a layer (read by the tasks) or chunks of a frame."""
+    table = session.tables.get(name)
+    if table is not None:
+        assert plan is not None
+        info = layer_info(plan, table)
+        rects = plan_rects(plan, info, runner.workers, ROWS_PER_PARTITION)
+        return [(LayerPart(table, rect, tuple(columns)), None) for rect in rects]
+    assert isinstance(source, gpd.GeoDataFrame)
+    geometry = np.asarray(source.geometry.values, dtype=object)
+    chunks = hilbert_chunks(geometry, partition_count(len(geometry), runner.workers, ROWS_PER_PARTITION))
+    return [(None, frame_rows(geometry[chunk], chunk)) for chunk in chunks]
 
-    ``other`` (indexed by position) is broadcast whole when it has at most :data:`BROADCAST_MAX_ROWS`
-    rows or ``reach`` is ``None`` (``nearest`` without a limit); otherwise each partition gets only
-    the rows within ``reach`` metres of its convex hull, the only ones that can match it.
+
+def _ranks(session: _Session, name: str, keys: list[object]) -> np.ndarray:
+    table = session.tables.get(name)
+    if table is None:  # a frame: the keys are row positions (-1: no match)
+        return np.asarray(keys, dtype=np.int64).reshape(-1)
+    return key_ranks(session.conn, table, keys)
+
+
+def _frame_right(join: Join, frame: gpd.GeoDataFrame, lefts: list[tuple[LayerPart | None, Rows | None]],
+                 runner: TaskRunner) -> list[Any]:
+    """The right-side frame as each task receives it: one mask (``clip``), whole, or cut near each chunk."""
+    geometry = np.asarray(frame.geometry.values, dtype=object)
+    if join.kind == "clip":
+        return [runner.share(Rows([0], [()], np.array([shapely.union_all(geometry)], dtype=object)))] * len(lefts)
+    reach = join.distance if join.has_distance else 0.0
+    if reach is None or len(frame) <= BROADCAST_MAX_ROWS or any(rows is None for _, rows in lefts):
+        return [runner.share(frame_rows(geometry))] * len(lefts)
+    pieces = []
+    for _, rows in lefts:
+        assert rows is not None
+        near = np.sort(frame.sindex.query(envelope(rows.geometry), predicate="dwithin", distance=reach + MARGIN_M))
+        pieces.append(frame_rows(geometry[near], near))
+    return pieces
+
+
+def run_join(join: Join, left: Source, right: Source, names: tuple[str, str], settings: Settings | None,
+             scheduler: Any) -> gpd.GeoDataFrame:
+    """Run ``join`` (``right`` is the mask for ``clip``) on partitions of ``left``; inputs checked by the caller.
+
+    Parameters
+    ----------
+    join
+        The join.
+    left, right
+        Layer ids or GeoDataFrames in EPSG:2326.
+    names
+        The parameter names of the inputs, for error messages (``("left", "right")``).
+    settings
+        The database, when an input is a layer id (``None``: ``Settings()``).
+    scheduler
+        See :func:`sdi.planning.cluster.task_runner`.
     """
-    import dask
-    import dask_geopandas
-
-    positioned = gpd.GeoDataFrame({_POSITION: np.arange(len(frame), dtype=np.int64)},
-                                  geometry=gpd.GeoSeries(frame.geometry.values, crs=frame.crs), crs=frame.crs)
-    npartitions = max(1, math.ceil(len(frame) / ROWS_PER_PARTITION))
-    with _client(scheduler) as client:
-        parts = dask_geopandas.from_geopandas(positioned, npartitions=npartitions)
-        if npartitions > 1:
-            parts = parts.spatial_shuffle(by="hilbert", npartitions=npartitions)
-        blocks = parts.to_delayed()
-        if reach is None or npartitions == 1 or len(other) <= BROADCAST_MAX_ROWS:
-            shared = other if client is None else client.scatter(other, broadcast=True)
-            pieces = [shared] * len(blocks)
+    with _session(settings, dict(zip(names, (left, right), strict=True))) as session, \
+            task_runner(scheduler) as runner:
+        ltable, rtable = session.tables.get(names[0]), session.tables.get(names[1])
+        with session.snapshot() as (plan, loads):
+            lefts = _left_parts(session, plan, names[0], left, ltable.columns if ltable else (), runner)
+            near = None
+            if rtable is not None:
+                assert plan is not None
+                columns = () if join.kind == "clip" else rtable.columns
+                near = NearLayer(rtable, columns, 2.0 * layer_info(plan, rtable).spacing, join.kind == "clip")
+        if near is not None:
+            rights: list[Any] = [None] * len(lefts)
         else:
-            pieces = [other.iloc[np.sort(other.sindex.query(hull, predicate="dwithin", distance=reach))]
-                      for hull in parts.spatial_partitions.values]
-            pieces = pieces if client is None else client.scatter(pieces)
-        tasks = [dask.delayed(kernel)(part, piece, arg) for part, piece in zip(blocks, pieces, strict=True)]
-        computed = dask.compute(*tasks, scheduler=scheduler) if client is None else client.gather(client.compute(tasks))
-        results = list(computed)
-    return pd.concat(results, ignore_index=True)
+            assert isinstance(right, gpd.GeoDataFrame)
+            rights = _frame_right(join, right, lefts, runner)
+        calls = [(session.db, JoinTask(join, part, near, loads), rows, given)
+                 for (part, rows), given in zip(lefts, rights, strict=True)]
+        pieces: list[JoinPiece] = runner.map(join_part, calls)
+        return _assemble(join, session, names, left, right, pieces)
 
 
-def run_join(join: Join, left: gpd.GeoDataFrame, right: gpd.GeoDataFrame, scheduler: str | None) -> gpd.GeoDataFrame:
-    """Run ``join`` on partitions of ``left`` (``right`` is the mask's union for ``clip``)."""
-    reach = join.distance if join.has_distance else 0.0  # nearest without a limit: None, broadcast
-    found = _run(left, gpd.GeoSeries(right.geometry.values), _join_partition, join, scheduler, reach)
-    pairs = Pairs(found["left"].to_numpy(np.int64), found["right"].to_numpy(np.int64),
-                  found["distance"].to_numpy(float) if join.has_distance else None,
-                  found["geometry"].to_numpy(object) if join.intersects_geometry else None)
-    return pairs_result(join, left, right, pairs)
+def _assemble(join: Join, session: _Session, names: tuple[str, str], left: Source, right: Source,
+              pieces: list[JoinPiece]) -> gpd.GeoDataFrame:
+    """Sort the pieces' rows by left then right key and build the result as the other engines do."""
+    lkeys = [k for p in pieces for k in p.left_keys]
+    rkeys = [k for p in pieces for k in p.right_keys]
+    lrank = _ranks(session, names[0], lkeys)
+    rrank = np.zeros(len(rkeys), np.int64) if join.kind == "clip" else _ranks(session, names[1], rkeys)
+    order = np.lexsort((rrank, lrank))
+    ltable, rtable = session.tables.get(names[0]), session.tables.get(names[1])
+    if ltable is not None:
+        lvalues = [v for p in pieces for v in p.left_values]
+        left_attrs = pd.DataFrame([lvalues[i] for i in order.tolist()], columns=list(ltable.columns))
+    else:
+        assert isinstance(left, gpd.GeoDataFrame)
+        left_attrs = take(attributes(left), lrank[order])
+    right_attrs = None
+    if join.kind != "clip" and rtable is not None:
+        blank = (None,) * len(rtable.columns)
+        rvalues = [v for p in pieces for v in p.right_values]
+        right_attrs = pd.DataFrame([rvalues[i] or blank for i in order.tolist()], columns=list(rtable.columns))
+    elif join.kind != "clip":
+        assert isinstance(right, gpd.GeoDataFrame)
+        right_attrs = take(attributes(right), rrank[order])
+    geometry = np.concatenate([p.geometry for p in pieces]) if pieces else np.empty(0, dtype=object)
+    distance = None
+    if join.has_distance:
+        distance = np.concatenate([p.distance for p in pieces if p.distance is not None] or [np.empty(0)])[order]
+    return finish(join, left_attrs, right_attrs, np.asarray(geometry, dtype=object)[order], distance)
 
 
-def run_summary(summary: Summary, source: gpd.GeoDataFrame, zones: gpd.GeoDataFrame,
-                scheduler: str | None) -> gpd.GeoDataFrame:
-    """Summarise partitions of ``source`` over ``zones`` (already dissolved when ``summary.by`` is set)."""
-    found = _run(source, gpd.GeoSeries(zones.geometry.values), _summary_partition, summary, scheduler, 0.0)
-    return summarise_pairs(zones, source, summary, found["zone"].to_numpy(np.int64),
-                           found["source"].to_numpy(np.int64), found["measure"].to_numpy(float))
+_DIMENSIONS = {"point": 0, "multipoint": 0, "linestring": 1, "multilinestring": 1, "polygon": 2, "multipolygon": 2}
+
+
+def _dimension(conn: psycopg.Connection, table: LayerTable) -> int:
+    """A layer's geometry dimension: from its catalogue type, or (mixed types) from its rows (-1 when empty)."""
+    known = _DIMENSIONS.get((table.geometry_type or "").lower())
+    if known is not None:
+        return known
+    row = conn.execute(sql.SQL("select max(st_dimension(geom)) from {}").format(table.ident)).fetchone()
+    return -1 if row is None or row[0] is None else int(row[0])
+
+
+def run_summary(source: Source, zones: Source, by: str | None, agg: Mapping[str, str | Sequence[str]] | None,
+                settings: Settings | None, scheduler: Any) -> gpd.GeoDataFrame:
+    """:func:`sdi.planning.summarise_by` on partitions of ``source``, its parameters checked by the same code.
+
+    The zones are read (and dissolved by ``by``) by the client, which returns one row per zone; a
+    zones layer without ``by`` is also read by each task near its partition, while dissolved zones
+    or a zones frame are sent to every worker.
+    """
+    from sdi.planning.joins import _aggregates, _attribute_names, _check_by, _naming, _numeric
+
+    with _session(settings, {"source": source, "zones": zones}) as session:
+        stable, ztable = session.tables.get("source"), session.tables.get("zones")
+        if stable is not None:
+            assert session.conn is not None
+            aggs = _aggregates(agg, postgis.numeric_columns(session.conn, stable))
+            dim = _dimension(session.conn, stable)
+        else:
+            assert isinstance(source, gpd.GeoDataFrame)
+            aggs, dim = _aggregates(agg, _numeric(source)), dimension(source.geometry.values)
+        summary = Summary(by, aggs, dim)
+        columns = tuple(dict.fromkeys(c for c, _ in aggs))
+        with task_runner(scheduler) as runner:
+            with session.snapshot() as (plan, loads):
+                if ztable is not None:
+                    assert plan is not None
+                    with _naming("zones"):
+                        zframe = read_layer(plan, ztable.id)
+                else:
+                    assert isinstance(zones, gpd.GeoDataFrame)
+                    zframe = zones
+                _check_by(by, _attribute_names(zframe))
+                lefts = _left_parts(session, plan, "source", source, columns, runner)
+            if by is not None:
+                zframe = zframe[[by, zframe.geometry.name]].dissolve(by=by, sort=True, dropna=True).reset_index()
+            read_zones = ztable if by is None else None
+            given = None if read_zones is not None else runner.share(frame_rows(zframe.geometry.values))
+            calls = [(session.db, SummaryTask(summary, part, read_zones, loads), rows, given) for part, rows in lefts]
+            pieces = runner.map(summary_part, calls)
+    if read_zones is not None:
+        position = {k: i for i, k in enumerate(zframe[read_zones.primary_key].tolist())}
+        zone_index = np.array([position[k] for p in pieces for k in p.zone_keys], dtype=np.int64)
+    else:
+        zone_index = np.array([k for p in pieces for k in p.zone_keys], dtype=np.int64)
+    measure = np.concatenate([p.measure for p in pieces] or [np.empty(0)])
+    if stable is not None:
+        values = pd.DataFrame([v for p in pieces for v in p.values], columns=list(columns)) if columns else \
+            pd.DataFrame(index=range(len(zone_index)))
+        source_index = np.arange(len(zone_index))
+    else:
+        assert isinstance(source, gpd.GeoDataFrame)
+        values, source_index = source, np.array([k for p in pieces for k in p.source_keys], dtype=np.int64)
+    return summarise_pairs(zframe, values, summary, zone_index, source_index, measure)

@@ -80,7 +80,7 @@ def site_selection(criteria: str | Path | Mapping[str, Any] | Criteria | None = 
             from sdi.planning.sites.postgis_engine import screen
 
             raw = screen(conn, plan)
-        else:
+        elif chosen == "geopandas":  # the dask engine's tasks read the layers themselves
             from sdi.planning.sites.frame_engine import read_inputs
 
             inputs = read_inputs(conn, plan)
@@ -91,7 +91,7 @@ def site_selection(criteria: str | Path | Mapping[str, Any] | Criteria | None = 
     elif chosen == "dask":
         from sdi.planning.sites.dask_engine import screen_dask
 
-        raw = screen_dask(inputs, scheduler=scheduler)
+        raw = screen_dask(plan, settings, scheduler=scheduler)
     result = finish(plan, raw, limit=limit)
     result.attrs.update(criteria_title=model.title.model_dump(), layers=layers, synthetic_layers=synthetic)
     return result
