@@ -1,8 +1,9 @@
 # HK SDI. Two commands: `make demo` and `make test` (each does all set-up first).
 VENV := .venv
 BIN := $(VENV)/bin
+PORT ?= 5000
 
-.PHONY: setup demo test lint bench bench-api bench-planning clean-venv
+.PHONY: setup demo test lint bench bench-api bench-planning bench-joins clean-venv
 
 setup:
 	@bash scripts/setup.sh
@@ -12,7 +13,7 @@ demo: setup
 	$(BIN)/sdi load --all
 	$(BIN)/sdi layers list
 	$(BIN)/sdi sites --out data/store/data-centre-sites.gpkg --map data/store/data-centre-sites.png
-	$(BIN)/sdi serve --host 127.0.0.1 --port 5000
+	$(BIN)/sdi serve --host 127.0.0.1 --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest
@@ -29,6 +30,9 @@ bench-api: setup
 
 bench-planning: setup
 	$(BIN)/python benchmarks/planning_bench.py
+
+bench-joins: setup  # e.g. make bench-joins JOINS_ARGS="--sizes 200000 --repeat 3"
+	$(BIN)/python benchmarks/join_bench.py $(JOINS_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

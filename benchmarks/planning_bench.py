@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -61,6 +62,7 @@ from loaders.pipeline import load  # noqa: E402
 from loaders.raster import cog_path  # noqa: E402
 from sdi.db import init_db  # noqa: E402
 from sdi.layerdef import read_definition  # noqa: E402
+from sdi.planning.cli_cluster import cli_cluster  # noqa: E402
 from sdi.settings import Settings  # noqa: E402
 
 CRITERIA = ROOT / "sdi" / "planning" / "criteria" / "data_centre.yml"
@@ -167,56 +169,6 @@ def with_min_area(criteria: dict[str, Any], min_m2: float) -> dict[str, Any]:
     return {**criteria, "constraints": constraints}
 
 
-def cli_cluster(workers: int, folder: Path) -> tuple[str, Callable[[], object]]:
-    """Start ``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1; return the address and a stop.
-
-    Waits (at most 120 s) until every worker is registered; the stop terminates the processes (then kills them).
-    """
-    import json
-    import subprocess
-
-    from distributed import Client
-
-    folder.mkdir(parents=True, exist_ok=True)
-    dask = str(Path(sys.executable).with_name("dask"))
-    state = folder / "scheduler.json"
-    state.unlink(missing_ok=True)
-    loopback = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
-    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(state), *loopback]]
-    commands += [[dask, "worker", "--scheduler-file", str(state), "--nworkers", "1", "--nthreads", "1", "--no-nanny",
-                  "--host", "127.0.0.1", "--local-directory", str(folder / f"worker-{i}"), "--death-timeout", "60",
-                  *loopback] for i in range(workers)]
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def stop() -> None:
-        for process in reversed(processes):
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-
-    deadline = time.monotonic() + 120
-    try:
-        for i, command in enumerate(commands):
-            with (folder / f"{'scheduler' if i == 0 else f'worker-{i - 1}'}.log").open("wb") as log:
-                processes.append(subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL))
-            while i == 0 and not (state.exists() and state.read_text().strip().endswith("}")):
-                if processes[0].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"dask scheduler did not start (see {folder}/scheduler.log)")
-                time.sleep(0.1)
-        address = json.loads(state.read_text())["address"]
-        with Client(address, timeout="30s", set_as_default=False) as client:
-            client.wait_for_workers(workers, timeout=max(1.0, deadline - time.monotonic()))
-    except BaseException:
-        stop()
-        raise
-    return address, stop
-
-
 def engine_runner(engine: str, criteria: dict[str, Any],
                   settings: Settings) -> tuple[Callable[[], Any], Callable[[], object]]:
     """A zero-argument call of ``site_selection`` for a bench engine name, and what to close afterwards."""
@@ -224,9 +176,9 @@ def engine_runner(engine: str, criteria: dict[str, Any],
 
     if engine in ("postgis", "geopandas"):
         return (lambda: site_selection(criteria, engine=engine, settings=settings)), (lambda: None)
-    workers = int(engine.removeprefix("dask"))
-    address, stop = cli_cluster(workers, OUT / "dask-cli" / engine)
-    return (lambda: site_selection(criteria, engine="dask", settings=settings, scheduler=address)), stop
+    stack = ExitStack()
+    cluster = stack.enter_context(cli_cluster(OUT / "dask-cli" / engine, workers=int(engine.removeprefix("dask"))))
+    return (lambda: site_selection(criteria, engine="dask", settings=settings, scheduler=cluster.address)), stack.close
 
 
 def main() -> int:

@@ -17,58 +17,26 @@ import pyarrow.compute as pc
 
 from loaders.dates import detect_dates, is_date_name, parse_dates
 from loaders.encoding import repair_text
-from loaders.glossary import glossary_name
+from loaders.naming import column_names, snake_ascii
 from loaders.report import FieldInfo, LoadReport
 from sdi.errors import DataError, LayerDefinitionError
-from sdi.layerdef import FieldSpec, LayerDefinition
+from sdi.layerdef import LayerDefinition
 
 NULL_TEXT = frozenset({"nan", "NaN", "NAN", ""})
 _NULL_TEXT_ARROW = pa.array(sorted(NULL_TEXT), type=pa.string())
-RESERVED = frozenset({"geom"})
 GENERATED_KEY = "fid"
 MAX_COLUMNS = 1600  #: PostgreSQL's limit on columns per table
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_LEADING_ZERO = re.compile(r"^[+-]?0\d")
+#: A code ("0012") or a telephone number written whole ("+85225110690"): the column stays text. A leading "+"
+#: alone does not make a phone number ("+1.5" is a change): "+", a digit and 7 more digits, spaces, () or -.
+_CODE_LIKE = re.compile(r"^(?:[+-]?0\d|\+\d[\d\s()-]{7,}$)")
+#: Identifier column names (see :func:`is_identifier`): words anywhere, last words, Chinese words.
+_ID_WORDS = frozenset({"tel", "telephone", "phone", "fax", "mobile", "code", "codes", "postcode", "zipcode",
+                       "isbn", "hkid", "uprn"})
+_ID_LAST = frozenset({"no", "nos", "num", "nbr", "number", "ref"})
+_COUNT_FIRST = frozenset({"total", "count", "sum", "max", "min", "mean", "average"})
+_ID_ZH = ("電話", "傳真", "編號", "號碼", "代號", "代碼", "編碼", "地段", "郵編")
 _BOOL = {"true": True, "t": True, "yes": True, "y": True, "1": True,
          "false": False, "f": False, "no": False, "n": False, "0": False}
-
-
-def snake_ascii(name: str) -> str:
-    """Return ``name`` as lower snake_case ASCII (``''`` when nothing ASCII is left).
-
-    >>> snake_ascii("DCCA_ENG"), snake_ascii("lotNumberEN"), snake_ascii("Road_Length (m)")
-    ('dcca_eng', 'lot_number_en', 'road_length_m')
-    """
-    text = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode("ascii")
-    text = _CAMEL.sub("_", text.strip())
-    text = re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_").lower()
-    return re.sub(r"_+", "_", text)[:63]
-
-
-def column_names(originals: list[str], specs: dict[str, FieldSpec], reserved: set[str]) -> dict[str, str]:
-    """Map each source column to a unique, valid PostgreSQL column name.
-
-    Declared ``fields.<original>.name`` wins; otherwise :func:`snake_ascii`; Chinese labels found in
-    :data:`loaders.glossary.GLOSSARY` get its name (``地址`` → ``address_zh``); other names with no
-    ASCII left become ``field_<position>``. Reserved names get a ``_src`` suffix.
-    """
-    result: dict[str, str] = {}
-    used: set[str] = set()
-    for position, original in enumerate(originals, start=1):
-        spec = specs.get(original)
-        name = spec.name if spec and spec.name else (
-            snake_ascii(original) or glossary_name(original) or f"field_{position}")
-        if name[0].isdigit():
-            name = f"f_{name}"[:63]
-        if name in reserved or name in RESERVED:
-            name = f"{name}_src"
-        base, n = name, 2
-        while name in used:
-            name = f"{base[:59]}_{n}"
-            n += 1
-        used.add(name)
-        result[original] = name
-    return result
 
 
 def _is_text(series: pd.Series) -> bool:
@@ -170,19 +138,46 @@ def convert(series: pd.Series, column: str, type_: str) -> pd.Series:
     return series.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
 
 
+def is_identifier(*names: str) -> bool:
+    """Whether a column named ``names`` (its source label, its loaded name) holds identifiers kept as text.
+
+    Telephone and fax numbers, codes, lot, licence and reference numbers are text even when every value
+    is digits: ``"28170018"`` is a telephone number, not an amount, and ``"0012"`` keeps its zeros. A name
+    is an identifier's when a word of it is one of ``tel``, ``phone``, ``fax``, ``code``, …; when it ends in
+    ``no``, ``number`` or ``ref`` after another word that is not ``total``, ``count``, …; or when it holds
+    電話, 傳真, 編號, 號碼, 代號, 代碼, 編碼, 地段 or 郵編.
+
+    >>> is_identifier("TELEPHONE"), is_identifier("傳真號碼"), is_identifier("Licence No."), is_identifier("Lot Number")
+    (True, True, True, True)
+    >>> is_identifier("Total Number"), is_identifier("NO_OF_BEDS"), is_identifier("No."), is_identifier("EASTING")
+    (False, False, False, False)
+    """
+    for name in names:
+        if any(word in name for word in _ID_ZH):
+            return True
+        words = snake_ascii(name).split("_")
+        if _ID_WORDS.intersection(words):
+            return True
+        if len(words) >= 2 and words[-1] in _ID_LAST and words[0] not in _COUNT_FIRST:
+            return True
+    return False
+
+
 def detect_numbers(series: pd.Series) -> pd.Series | None:
     """Return ``series`` as numbers when every non-null text value parses as one, else ``None``.
 
-    Values with leading zeros (codes such as ``"0012"``) keep the column as text.
+    Values with leading zeros (codes such as ``"0012"``) or shaped as an international telephone number
+    (``"+85228170018"``) keep the column as text, and so do values with spaces between digits (they are not
+    numbers); a signed number (``"+1.5"``, ``"-2"``) is a number.
     """
     present = series.dropna()
     if present.empty or not all(isinstance(v, str) for v in present.head(1000)):
         return None
     head = present.head(1000).str.strip()
-    if pd.to_numeric(head, errors="coerce").isna().any() or head.str.match(_LEADING_ZERO).any():
+    if pd.to_numeric(head, errors="coerce").isna().any() or head.str.match(_CODE_LIKE).any():
         return None  # cheap early exit on a sample before parsing the whole column
     stripped = present.str.strip()
-    if stripped.str.match(_LEADING_ZERO).any():
+    if stripped.str.match(_CODE_LIKE).any():
         return None
     numbers = pd.to_numeric(stripped, errors="coerce")
     if numbers.isna().any():
@@ -296,24 +291,30 @@ def normalise_attributes(frame: gpd.GeoDataFrame, definition: LayerDefinition, r
     data: dict[str, pd.Series] = {}
     fields: list[FieldInfo] = []
     nulled = 0
+    identifiers: list[str] = []
     for original in originals:
         series = frame[original]
         spec = definition.fields.get(original)
+        name = names[original]
         if _is_text(series):
             series, n = clean_text(series)
             nulled += n
             series = repair_text(series, report, original)
         if spec and spec.type:
             series = convert(series, original, spec.type)
+        elif _is_text(series) and is_identifier(original, name):
+            identifiers.append(original)
         elif _is_text(series) and original not in text_columns:
             series = _detect_type(series, original, report)
-        name = names[original]
         data[name] = series
         desc = spec.description if spec else None
         fields.append(FieldInfo(name, original, pg_type(series), desc.en if desc else None,
                                 desc.zh if desc else None))
     if nulled:
         report.note(f"{nulled} text values 'nan'/'NaN'/'' set to NULL")
+    if identifiers:
+        report.note(f"{len(identifiers)} identifier columns (telephone, fax, codes, numbers) kept as text: "
+                    f"{', '.join(identifiers)}")
     renamed = {o: n for o, n in names.items() if o != n}
     if renamed:
         report.note(f"{len(renamed)} columns renamed to snake_case ASCII")

@@ -50,6 +50,9 @@ from sdi.layerdef import LayerDefinition
 
 #: File suffixes this module reads itself (lower case, with the dot).
 SUFFIXES: frozenset[str] = frozenset({".kml", ".kmz", ".topojson", ".gpx", ".gdb", ".json", ".esrijson", ".zip"})
+#: File suffixes loaded as rasters by :mod:`loaders.raster` (lower case, with the dot); kept here, away from
+#: rasterio, so that a vector load does not import it.
+RASTER_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".asc"})
 #: ESRI well-known ids that are not EPSG codes, and their EPSG equivalents.
 ESRI_WKIDS: dict[int, int] = {102140: 2326, 102100: 3857, 102113: 3857, 900913: 3857}
 _JSON_SUFFIXES = {".json", ".geojson", ".topojson", ".esrijson"}

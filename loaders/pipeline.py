@@ -10,9 +10,9 @@ import geopandas as gpd
 
 from loaders import attributes, geometry
 from loaders.batches import streamed_count
+from loaders.formats import RASTER_SUFFIXES
 from loaders.layer import NormalisedLayer
 from loaders.limits import Budget, Limits
-from loaders.raster import RASTER_SUFFIXES, load_raster
 from loaders.read import read_source, resolve_crs
 from loaders.report import LoadReport
 from loaders.reproject import to_storage
@@ -97,6 +97,8 @@ def load(definition: LayerDefinition, settings: Settings, *, dry_run: bool = Fal
         Any load problem; the database is then unchanged.
     """
     if definition.source_path.suffix.lower() in RASTER_SUFFIXES:
+        from loaders.raster import load_raster  # rasterio only for rasters
+
         return load_raster(definition, settings, dry_run=dry_run, progress=progress, stage=stage)
     count = streamed_count(definition, settings.load_chunk_rows)
     if count is not None:

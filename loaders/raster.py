@@ -60,8 +60,6 @@ from sdi.settings import Settings
 Progress = Callable[[int, int], None]
 Bounds = tuple[float, float, float, float]
 
-#: File suffixes loaded as rasters (lower case, with the dot).
-RASTER_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".asc"})
 RASTER_DIR = "rasters"
 _VECTOR_ONLY_KEYS = ("layer", "encoding", "coordinates")
 _CHUNK_PIXELS = 4_000_000  #: pixels read at once when scanning a band

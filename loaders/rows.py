@@ -19,6 +19,7 @@ import shapely
 from psycopg import sql
 
 from loaders.copy_binary import HEADER, TRAILER, encode_rows
+from loaders.copy_writer import BackgroundWriter
 from loaders.layer import NormalisedLayer
 from loaders.report import FieldInfo, LoadReport
 from sdi.crs import HK_GRID
@@ -138,8 +139,9 @@ def fill_stage(conn: psycopg.Connection, stage: sql.Identifier, source: RowSourc
                progress: Callable[[int, int], None] | None = None) -> tuple[int, Bounds | None]:
     """Create the staging table and COPY every row of ``source`` into it; return (rows, bounds).
 
-    A chunk that needs the table changed ends the running COPY; the change is made (in SQL, on the
-    rows already in) and a new COPY goes on. ``progress`` is called as ``progress(done, total)``.
+    The rows are sent by a background thread (:class:`loaders.copy_writer.BackgroundWriter`) while the
+    next chunk is made. A chunk that needs the table changed ends the running COPY; the change is made
+    (in SQL, on the rows already in) and a new COPY goes on. ``progress`` is called as ``progress(done, total)``.
     """
     written, extent = 0, None
     items = source.encoded(report)
@@ -153,7 +155,7 @@ def fill_stage(conn: psycopg.Connection, stage: sql.Identifier, source: RowSourc
             create_stage(conn, stage, item.fields, item.geometry_type)
         copy_sql = sql.SQL("copy {} ({}, geom) from stdin (format binary)").format(
             stage, sql.SQL(", ").join(sql.Identifier(f.name) for f in item.fields))
-        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        with conn.cursor() as cur, cur.copy(copy_sql, writer=BackgroundWriter(cur)) as copy:
             copy.write(HEADER)
             while item is not None:
                 copy.write(item.data)

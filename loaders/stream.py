@@ -3,8 +3,11 @@
 A source with more than ``SDI_LOAD_CHUNK_ROWS`` features in a streamable format
 (:mod:`loaders.batches`) is never held whole: each chunk goes through the same steps as a whole
 file (drop what cannot be published, repair, type the attributes, reproject, re-validate) on a worker
-thread while the previous chunk is sent with COPY, and what a load must know about the whole file is
-settled as the chunks arrive, so the result equals a whole-file load:
+thread while the previous chunk is sent with COPY (by a thread of its own: :mod:`loaders.copy_writer`),
+and what a load must know about the whole file is settled as the chunks arrive, so the result equals a
+whole-file load. Geometries whose coordinates prove them valid (convex one-ring polygons, points, lines)
+are reprojected inside their WKB and never become GEOS objects (:mod:`loaders.chunk_geometry`).
+What is settled across chunks:
 
 * **Geometry type**: the counts of each geometry type (after repair) are added up chunk by chunk; when
   a later chunk brings Multi* parts, the staging table's column is changed to Multi* in SQL
@@ -25,9 +28,6 @@ rows), so a load killed at any chunk leaves the previous version serving.
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
-import functools
 import hashlib
 import os
 import re
@@ -36,27 +36,24 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyogrio
-import shapely
 from psycopg import sql
 
 from loaders import geometry
 from loaders.attributes import GENERATED_KEY, Attributes, key_error, normalise_attributes
 from loaders.batches import RawBatch, read_batches, to_frame
+from loaders.chunk_geometry import storage_geometry
 from loaders.copy_binary import column_values, encode_columns, join_rows, prefixed, promoted
+from loaders.memory import Trimmer
 from loaders.read import resolve_crs
 from loaders.report import FieldInfo, LoadReport
-from loaders.reproject import to_storage
 from loaders.rows import Encoded, RestartLoad
-from loaders.wkbproj import transform_simple
 from sdi.crs import reprojection
 from sdi.errors import CrsError, DataError
 from sdi.layerdef import LayerDefinition
@@ -70,28 +67,6 @@ _NULLED_NOTE = re.compile(r"^(\d+) (text values 'nan'/'NaN'/'' set to NULL)$")
 #: Threads normalising chunks while the calling thread reads, settles, encodes and copies.
 WORKERS = max(1, min(2, os.cpu_count() or 1))
 _NUMBERS_NOTE = re.compile(r"^(column '.*': text converted to) (integers|numbers)$")
-
-
-@functools.cache
-def _libc() -> Any:
-    """glibc, when this process runs on it (for ``malloc_trim``), else ``None``."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None
-
-
-def release_memory() -> None:
-    """Give the memory freed by finished chunks back to the system.
-
-    glibc keeps freed heap memory for reuse, and with allocations from several threads (GDAL's reader,
-    the worker, Arrow) the heap grows in steps with the file; ``malloc_trim`` after each chunk keeps the
-    process's peak flat in the file size.
-    """
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 def _digest(path: str) -> str:
@@ -181,16 +156,17 @@ class StreamedLayer:
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdi-sha256") as hasher:
             digest = hasher.submit(_digest, str(self.definition.source_path)) if not report.source_sha256 else None
             window: deque[Future[_Prepared]] = deque()
+            trimmer = Trimmer()
             try:
                 frame = next(frames, None)
                 while frame is not None or window:
-                    while frame is not None and len(window) < WORKERS:
+                    while frame is not None and len(window) < WORKERS + 1:  # a chunk queued for each worker
                         window.append(pool.submit(state.prepare, frame))
                         frame = next(frames, None)
                     item = state.settle(window.popleft().result())
                     yield item
                     del item
-                    release_memory()
+                    trimmer.chunk_done()
             except RestartLoad:
                 self._restart(report)
                 raise
@@ -262,8 +238,9 @@ class _State:
     def prepare(self, raw: RawBatch) -> _Prepared:
         """Normalise one chunk as far as it can be alone, and encode it (a worker thread; changes no state).
 
-        Simple geometries are reprojected inside their WKB (:mod:`loaders.wkbproj`) and, unless repaired,
-        written as they come out of it; the rest go through GEOS (:func:`loaders.reproject.to_storage`).
+        Its geometries are made ready to store by :func:`loaders.chunk_geometry.storage_geometry`
+        (without GEOS for those whose coordinates prove them valid), its attributes typed as in a
+        whole-file load.
         """
         scratch = LoadReport(layer_id=self.report.layer_id, source_path=self.report.source_path)
         if self.source_epsg is None:
@@ -271,36 +248,20 @@ class _State:
                 if self.source_epsg is None:
                     self._settle_crs(to_frame(raw, LoadReport(layer_id="", source_path="")))
         assert self.source_epsg is not None
-        start = int(raw.attrs.index[0]) if len(raw.attrs) else 0
-        patched, simple = transform_simple(raw.wkb, self.source_epsg)
-        frame = to_frame(RawBatch(raw.attrs, patched, raw.crs), scratch)
-        text_sources = {str(c) for c in frame.columns if c != frame.geometry.name
-                        and (frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c].dtype))}
-        read = len(frame)
-        frame = geometry.drop_unpublishable(frame, scratch)
-        rows = frame.index.to_numpy() - start
-        before = pd.Series(np.asarray(frame.geometry.array, dtype=object), index=frame.index)
-
-        def sources(positions: np.ndarray) -> np.ndarray:
-            """Source geometries of rows (positions in ``frame``), from the WKB as read."""
-            return shapely.from_wkb(raw.wkb.take(pa.array(rows[positions])).to_numpy(zero_copy_only=False))
-
-        frame = to_storage(frame, self.source_epsg, scratch, where=self.definition.label, moved=simple[rows],
-                           sources=sources)
-        geoms = np.asarray(frame.geometry.array, dtype=object)
-        kept = frame.index.to_numpy() - start
-        reuse = simple[kept] & np.fromiter((a is b for a, b in zip(geoms, before.loc[frame.index], strict=True)),
-                                           dtype=bool, count=len(geoms))
-        wkb = patched.take(pa.array(kept))
-        if not reuse.all():
-            fresh = pa.array(shapely.to_wkb(geoms[~reuse], byte_order=1, include_srid=False), type=pa.binary())
-            wkb = pc.replace_with_mask(wkb.cast(pa.binary()), pa.array(~reuse), fresh)
-        attrs = normalise_attributes(frame, self.definition, scratch, text_columns=self.layer.text_columns,
-                                     check_key=False)
-        codes = shapely.get_type_id(geoms).astype(np.int8)
-        box = tuple(float(v) for v in shapely.total_bounds(geoms)) if len(geoms) else None
-        return _Prepared(read, attrs, geometry.type_counts(geoms), scratch, text_sources,
-                         encode_columns(attrs.frame, attrs.fields), wkb, codes, box)  # type: ignore[arg-type]
+        attrs = raw.attrs
+        text_sources = {str(c) for c in attrs.columns
+                        if attrs[c].dtype == object or pd.api.types.is_string_dtype(attrs[c].dtype)}
+        stored = storage_geometry(raw, self.source_epsg, scratch, where=self.definition.label)
+        if len(stored.kept) < len(attrs):
+            attrs = attrs.iloc[stored.kept]
+        # the attributes only (geometries stay WKB): the frame's geometry column is a placeholder
+        frame = gpd.GeoDataFrame(attrs, geometry=gpd.array.GeometryArray(np.full(len(attrs), None, dtype=object)))
+        normalised = normalise_attributes(frame, self.definition, scratch, text_columns=self.layer.text_columns,
+                                          check_key=False)
+        ids, counts = np.unique(stored.codes, return_counts=True)
+        return _Prepared(len(raw.attrs), normalised, Counter(dict(zip(ids.tolist(), counts.tolist(), strict=True))),
+                         scratch, text_sources, encode_columns(normalised.frame, normalised.fields), stored.wkb,
+                         stored.codes, stored.box)
 
     def settle(self, chunk: _Prepared) -> Encoded:
         """Settle a prepared chunk against the chunks before it, in file order, and finish its COPY tuples."""

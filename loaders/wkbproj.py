@@ -5,12 +5,14 @@ about 7 µs a polygon. Most features of a large layer are simple: a Point, a Lin
 with one ring, written little-endian in 2D. In their WKB the coordinates are one contiguous run of
 doubles after a fixed header (5, 9 or 13 bytes), so they are gathered from the Arrow buffer with NumPy,
 transformed (:func:`loaders.fitted.transform`, the same function the GEOS path uses, so the numbers are
-identical) and scattered back into a copy of the buffer. Every other geometry (holes, multi-part,
-3D, big-endian, empty) is left untouched and marked, and goes through the GEOS path
-(:func:`loaders.reproject.to_storage`).
+identical) and scattered back into a copy of the buffer; the coordinates are kept for the proof of
+validity (:mod:`loaders.validity`). Every other geometry (holes, multi-part, 3D, big-endian, empty)
+is left untouched, and goes through the GEOS path (:mod:`loaders.chunk_geometry`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -28,25 +30,37 @@ def _u32(data: np.ndarray, at: np.ndarray) -> np.ndarray:
     return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
 
 
-def transform_simple(wkb: pa.Array, source_epsg: int) -> tuple[pa.Array, np.ndarray]:
-    """Transform the simple geometries of a WKB array to EPSG:2326 in place of a copy.
+@dataclass
+class SimpleWkb:
+    """A WKB array with its simple geometries located, and reprojected inside the buffer (unless already in
+    EPSG:2326)."""
 
-    Returns
-    -------
-    (wkb, simple)
-        The WKB array with the simple geometries' coordinates in EPSG:2326 (the others as they were),
-        and a mask of the simple ones.
+    wkb: pa.Array  #: the geometries, the simple ones with their coordinates in EPSG:2326
+    simple: np.ndarray  #: mask of the simple geometries
+    kind: np.ndarray  #: per geometry: its WKB type code (1, 2 or 3) when simple, else 0
+    coords: np.ndarray  #: the simple geometries' coordinates, x y x y ..., in file order
+    first: np.ndarray  #: per simple geometry: index of its first double in ``coords``
+    doubles: np.ndarray  #: per simple geometry: number of doubles in ``coords``
+
+
+def locate_simple(wkb: pa.Array, source_epsg: int) -> SimpleWkb:
+    """Find the simple geometries of a WKB array and transform their coordinates to EPSG:2326 in a copy.
+
+    A source already in EPSG:2326 is left as it is; its simple geometries are still located (their
+    coordinates are what :mod:`loaders.validity` checks).
     """
     n = len(wkb)
-    simple = np.zeros(n, dtype=bool)
-    if source_epsg == HK_GRID or n == 0:
-        return wkb, simple
+    none = SimpleWkb(wkb, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int8), np.empty(0), np.empty(0, dtype=np.int64),
+                     np.empty(0, dtype=np.int64))
+    if n == 0:
+        return none
     if isinstance(wkb.type, pa.ExtensionType):
         wkb = wkb.storage
     wkb = wkb.cast(pa.binary()) if wkb.type != pa.binary() else wkb
+    none.wkb = wkb
     validity, offsets_buf, data_buf = wkb.buffers()
     if data_buf is None:
-        return wkb, simple
+        return none
     offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=wkb.offset * 4).astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8)
     starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
@@ -54,7 +68,7 @@ def transform_simple(wkb: pa.Array, source_epsg: int) -> tuple[pa.Array, np.ndar
     if validity is not None:
         present &= np.asarray(wkb.is_valid())
     at = starts[present]
-    kind = np.zeros(n, dtype=np.int64)
+    kind = np.zeros(n, dtype=np.int8)
     header = np.zeros(n, dtype=np.int64)
     little = data[at] == 1
     code = _u32(data, at + 1)
@@ -73,12 +87,11 @@ def transform_simple(wkb: pa.Array, source_epsg: int) -> tuple[pa.Array, np.ndar
         header[idx[mask]] = skip
     simple = kind > 0
     if not simple.any():
-        return wkb, simple
+        return SimpleWkb(wkb, simple, kind, none.coords, none.first, none.doubles)
     begin = starts[simple] + header[simple]
     doubles = (offsets[1:][simple] - begin) // 8
-    first = np.concatenate(([0], np.cumsum(doubles)[:-1]))  # where each geometry's doubles go in ``coords``
+    first = np.concatenate(([0], np.cumsum(doubles)[:-1])).astype(np.int64)  # each geometry's doubles in ``coords``
     coords = np.empty(int(doubles.sum()), dtype="<f8")
-    out = data.copy()
     groups = []
     for align in range(8):  # the runs start at any byte: read each alignment through its own float64 view
         sel = begin % 8 == align
@@ -91,9 +104,13 @@ def transform_simple(wkb: pa.Array, source_epsg: int) -> tuple[pa.Array, np.ndar
         usable = (len(data) - align) // 8 * 8
         coords[dst] = data[align:align + usable].view("<f8")[src]
         groups.append((align, usable, src, dst))
+    if source_epsg == HK_GRID:
+        return SimpleWkb(wkb, simple, kind, coords, first, doubles)
     x, y = fitted.transform(source_epsg, coords[0::2].copy(), coords[1::2].copy())
     coords[0::2], coords[1::2] = x, y
+    out = data.copy()
     for align, usable, src, dst in groups:
         out[align:align + usable].view("<f8")[src] = coords[dst]
     patched = pa.Array.from_buffers(pa.binary(), n, [validity, offsets_buf, pa.py_buffer(out)], offset=wkb.offset)
-    return patched, simple
+    return SimpleWkb(patched, simple, kind, coords, first, doubles)
+

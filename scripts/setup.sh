@@ -48,6 +48,19 @@ if ! command -v chromium >/dev/null; then
     fi
 fi
 
+# A CJK font, so that headless Chromium draws the Chinese pages' glyphs instead of empty boxes (the browser tests
+# check that it does: tests/browser.py assert_cjk_renders).
+if ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then
+    if [ "$(id -u)" -eq 0 ]; then
+        say "installing fonts-noto-cjk (Chinese glyphs in the browser tests of the HTML pages)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null 2>&1 \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; } \
+            || say "fonts-noto-cjk not installed: the browser tests of the Chinese pages will fail"
+    else
+        say "no CJK font: the browser tests of the Chinese pages will fail (as root: apt-get install -y fonts-noto-cjk)"
+    fi
+fi
+
 # MapServer (mapserv as a CGI program) for the WFS harvesting tests against a real server (tests/harvest/test_wfs.py).
 if ! command -v mapserv >/dev/null; then
     if [ "$(id -u)" -eq 0 ]; then

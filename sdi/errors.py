@@ -72,6 +72,10 @@ class QueryError(SdiError, ValueError):
     """A request parameter is invalid (an unknown property, a malformed ``bbox``, a filter that does not parse)."""
 
 
+class SearchError(ConfigError):
+    """A catalogue search parameter is invalid (a query ``q`` longer than the search reads); HTTP 400."""
+
+
 class FeatureNotFoundError(SdiError, KeyError):
     """No feature (or tile matrix set, or tile) with the given id."""
 

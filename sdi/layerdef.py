@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -61,6 +62,18 @@ class Bilingual(_Strict):
     zh: str | None = None
 
 
+#: A published field name (what ``fields.<column>.name`` may be).
+FieldName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+
+
+class TitleFields(_Strict):
+    """The fields that name a layer's features on English (``en``) and Chinese (``zh``, else ``en``) pages; read
+    by :func:`sdi.web.titles.declared_fields` from the stored definition."""
+
+    en: FieldName
+    zh: FieldName | None = None
+
+
 class CoordinateColumns(_Strict):
     """Columns holding point coordinates in a table (x is easting or longitude)."""
 
@@ -71,7 +84,7 @@ class CoordinateColumns(_Strict):
 class FieldSpec(_Strict):
     """How one source column is published: new name, type and bilingual description."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
+    name: FieldName | None = None
     type: FieldType | None = None
     description: Bilingual | None = None
 
@@ -181,9 +194,36 @@ class LayerDefinition(_Strict):
     attribution: str | None = None
     synthetic: bool = False
     access: Access = "public"
+    #: The field (as published, after ``fields`` renames) whose value names a feature on the HTML pages and in
+    #: link titles: one name, or ``{en: name_en, zh: name_zh}``. Without it the pages detect one (see
+    #: :mod:`sdi.web.titles`).
+    title_field: FieldName | TitleFields | None = None
 
     _yaml_path: Path | None = PrivateAttr(default=None)
     _fetched_path: Path | None = PrivateAttr(default=None)
+
+    @pydantic.model_serializer(mode="wrap")
+    def _without_unset_title_field(self, handler: pydantic.SerializerFunctionWrapHandler) -> Any:
+        """Dumps (and so the stored definitions) of layers without ``title_field`` stay as they were before the
+        key existed, so that ``sdi sync`` does not see their definitions as changed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("title_field") is None:
+            data.pop("title_field", None)
+        return data
+
+    @model_validator(mode="after")
+    def _title_field_published(self) -> LayerDefinition:
+        """A title field that names a source column renamed under ``fields`` must use the published name."""
+        if self.title_field is None:
+            return self
+        field = self.title_field
+        renamed = {source: spec.name for source, spec in self.fields.items() if spec.name}
+        for name in [field] if isinstance(field, str) else [field.en, field.zh]:
+            if name and renamed.get(name, name) != name:
+                published = renamed[name]
+                raise PydanticCustomError("keyed", "{key}: {problem}", {"key": "title_field", "problem": (
+                    f"{name!r} is renamed to {published!r} under fields; name the published field {published!r}")})
+        return self
 
     @property
     def yaml_path(self) -> Path | None:

@@ -32,8 +32,9 @@ from PIL import Image
 
 from tests.publishing.test_pages import CHROMIUM_FLAGS, browse, external, loaded_urls, requested_urls
 
-__all__ = ["CHROMIUM_FLAGS", "DevTools", "Response", "browse", "colour_near", "external", "find_chromium",
-           "inline_scripts", "loaded_urls", "requested_urls", "text_of"]
+__all__ = ["CHROMIUM_FLAGS", "DevTools", "Response", "assert_cjk_renders", "browse", "cjk_font_installed",
+           "cjk_verdict", "colour_near", "external", "find_chromium", "inline_scripts", "loaded_urls",
+           "requested_urls", "text_of"]
 
 WINDOW = (1280, 2000)  #: the DevTools browser's window: tall enough that a sticky footer does not cover a map
 
@@ -153,12 +154,15 @@ class DevTools:
                 assert "error" not in answer, f"{method}: {answer['error']}"
                 return dict(answer.get("result", {}))
 
-    def open(self, url: str) -> str:
-        """A new tab loading ``url`` (its network and errors watched); its session id."""
+    def open(self, url: str, headers: dict[str, str] | None = None) -> str:
+        """A new tab loading ``url`` (its network and errors watched), sending ``headers`` (e.g.
+        ``Accept-Language``) with every request; its session id."""
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = str(self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"])
         for domain in ("Runtime", "Page", "Network"):
             self.call(f"{domain}.enable", session=session)
+        if headers:
+            self.call("Network.setExtraHTTPHeaders", {"headers": headers}, session=session)
         self.call("Page.navigate", {"url": url}, session=session)
         return session
 
@@ -199,3 +203,82 @@ class DevTools:
         os.close(self._to_browser)
         os.close(self._from_browser)
         return requested_urls(self.netlog)
+
+
+# --- Chinese glyphs ------------------------------------------------------------------------------------------
+
+CJK_FONT_HINT = "no CJK font: as root, apt-get install -y fonts-noto-cjk (scripts/setup.sh does this)"
+
+#: Draws, on a canvas in the element's own computed font, up to 12 distinct CJK characters of the element's text
+#: and a reference no font has (U+10FFFD, plane 16 private use): ink count and a hash of the pixels of each.
+_GLYPHS_JS = r"""
+(function (selector) {
+  var el = document.querySelector(selector);
+  if (!el) { return {error: 'no element matches ' + selector}; }
+  var text = el.innerText || el.textContent || '';
+  var chars = Array.from(new Set(Array.from(text).filter(function (c) {
+    return /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/.test(c); }))).slice(0, 12);
+  var cs = window.getComputedStyle(el);
+  var font = cs.fontStyle + ' ' + cs.fontWeight + ' 32px ' + cs.fontFamily;
+  var canvas = document.createElement('canvas');
+  canvas.width = 48; canvas.height = 48;
+  var ctx = canvas.getContext('2d', {willReadFrequently: true});
+  function draw(c) {
+    ctx.clearRect(0, 0, 48, 48);
+    ctx.font = font; ctx.fillStyle = '#000'; ctx.textBaseline = 'top';
+    ctx.fillText(c, 4, 4);
+    var data = ctx.getImageData(0, 0, 48, 48).data, ink = 0, hash = 0;
+    for (var i = 3; i < data.length; i += 4) {
+      if (data[i] > 0) { ink++; }
+      hash = (Math.imul(hash, 31) + data[i]) >>> 0;
+    }
+    return {c: c, ink: ink, hash: hash, width: ctx.measureText(c).width};
+  }
+  return {chars: chars, font: font, lang: (el.closest('[lang]') || {}).lang || '',
+          missing: draw('\u{10FFFD}'), glyphs: chars.map(draw)};
+})
+"""
+
+
+def cjk_font_installed() -> bool:
+    """Whether fontconfig knows a Noto CJK font (``fonts-noto-cjk``)."""
+    fc_list = shutil.which("fc-list")
+    if not fc_list:
+        return False
+    listing = subprocess.run([fc_list, ":lang=zh-hk", "family"], capture_output=True, text=True, timeout=30)
+    return "CJK" in listing.stdout
+
+
+def cjk_verdict(measured: dict[str, Any]) -> str | None:
+    """Why the measurement of :data:`_GLYPHS_JS` shows tofu (empty boxes), or ``None`` when the characters were
+    drawn as real, distinct glyphs: each has ink, none has the pixels of the missing-glyph reference, and no two
+    characters have the same pixels (missing glyphs are all drawn as the same box)."""
+    if measured.get("error"):
+        return str(measured["error"])
+    glyphs = measured.get("glyphs") or []
+    if not glyphs:
+        return "the element's text has no Chinese character"
+    missing = measured["missing"]
+    blank = [g["c"] for g in glyphs if not g["ink"]]
+    if blank:
+        return f"no ink for {''.join(blank)!r} in {measured['font']}"
+    boxes = [g["c"] for g in glyphs if g["hash"] == missing["hash"] and g["width"] == missing["width"]]
+    if boxes:
+        return f"{''.join(boxes)!r} drawn like a character no font has (tofu) in {measured['font']}"
+    if len(glyphs) > 1 and len({g["hash"] for g in glyphs}) == 1:
+        return f"{''.join(g['c'] for g in glyphs)!r} all drawn alike (tofu) in {measured['font']}"
+    return None
+
+
+def assert_cjk_renders(browser: DevTools, session: str, selector: str = "body") -> None:
+    """Fail unless the Chinese characters of the element ``selector`` are drawn as glyphs, not as empty boxes.
+
+    The element's characters are drawn on a canvas in its computed font (the same font fallback as the page) and
+    compared with a character no font has and with each other (:func:`cjk_verdict`). Wait for the page to load
+    before calling (e.g. ``browser.wait_for(session, "document.readyState === 'complete'")``).
+    """
+    measured = browser.evaluate(session, f"{_GLYPHS_JS}({json.dumps(selector)})")
+    verdict = cjk_verdict(measured)
+    if verdict:
+        hint = "" if cjk_font_installed() else f" ({CJK_FONT_HINT})"
+        pytest.fail(f"{selector}: Chinese does not render: {verdict}{hint}")

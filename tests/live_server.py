@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,24 @@ def sdi_server(settings: Settings, folder: Path, *, workers: int = 2, extra_env:
                "--workers", str(workers), "--log-level", "warning"]
     with running(command, env=env, cwd=folder, ready_url=f"{base}/conformance?f=json", log=folder / "server.log"):
         yield base
+
+
+@dataclass(frozen=True)
+class Live:
+    """A running ``sdi serve``: its base URL, the settings of its database and its log file."""
+
+    url: str
+    settings: Settings
+    log: Path
+
+
+@contextmanager
+def live_layers(folder: Path, layer_ids: Iterable[str] = (), *, definitions: Iterable[Path] = (), workers: int = 2,
+                extra_env: dict[str, str] | None = None) -> Iterator[Live]:
+    """``sdi serve`` over a fresh database with ``definitions`` and the layers ``layer_ids`` loaded (see
+    :func:`tests.conftest.loaded_database`), its data directory and log in ``folder``."""
+    from tests.conftest import loaded_database
+
+    with loaded_database(layer_ids, definitions=definitions, data_dir=folder / "store") as settings, \
+            sdi_server(settings, folder, workers=workers, extra_env=extra_env) as url:
+        yield Live(url, settings, folder / "server.log")

@@ -12,8 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 from loaders.fetch.http import Client, Validators
 from loaders.fetch.result import Fetched
+from loaders.formats import RASTER_SUFFIXES
 from loaders.formats import SUFFIXES as OTHER_SUFFIXES
-from loaders.raster import RASTER_SUFFIXES
 from loaders.tables import SPREADSHEET_SUFFIXES, TABLE_SUFFIXES
 from sdi.layerdef import LayerDefinition
 

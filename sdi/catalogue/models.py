@@ -63,11 +63,43 @@ class CatalogueRecord(BaseModel):
 
 
 class SearchResult(BaseModel):
-    """Records matching a search, best first, with facet counts over all matches (not just this page)."""
+    """Records matching a search, best first, with facet counts over all matches (not just this page).
+
+    ``weaker`` is true when no record matched the query as written: the records are then the closest
+    ones (read through a typo correction, listed in ``suggestions``, or holding only some of the
+    words), to be shown apart, as "did you mean"; :meth:`notice` says so in words. ``unmatched`` lists
+    the query's words that no record holds (they were ignored).
+    """
 
     records: list[CatalogueRecord]
     matched: int
     facets: dict[str, dict[str, int]]
+    weaker: bool = False
+    suggestions: dict[str, str] = Field(default_factory=dict)
+    unmatched: list[str] = Field(default_factory=list)
+
+    def notice(self, lang: str | None = None) -> str | None:
+        """One line on how the query was read (typos, ignored words, closest matches), or ``None``.
+
+        Parameters
+        ----------
+        lang
+            ``"en"`` (default) or ``"zh-HK"``.
+        """
+        zh = (lang or "").startswith("zh")
+        said: list[str] = []
+        if self.suggestions:
+            pairs = ", ".join(f"{typed} → {word}" for typed, word in self.suggestions.items())
+            said.append(f"你是否要找：{pairs}" if zh else f"did you mean: {pairs}")
+        if self.unmatched:
+            words = ", ".join(self.unmatched)
+            said.append(f"沒有圖層含有：{words}" if zh else f"no layer mentions: {words}")
+        if self.weaker and self.records and not self.suggestions:
+            said.append("沒有圖層符合所有字詞，以下為最接近的結果" if zh
+                        else "no layer matches every word; showing the closest")
+        elif self.weaker and self.records:
+            said.append("以下為最接近的結果" if zh else "showing the closest matches")
+        return ("；" if zh else "; ").join(said) or None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -108,6 +140,8 @@ class SearchResult(BaseModel):
             for i, r in enumerate(self.records))
         facets = " · ".join(f"{e(k)}: " + ", ".join(f"{e(v)} ({n})" for v, n in counts.items())
                             for k, counts in self.facets.items())
-        return (f"<div><b>{self.matched} matching layer(s)</b><div style='color:#555'>{facets}</div>"
+        note = self.notice()
+        notice = f"<div style='color:#b45309'>{e(note)}</div>" if note else ""
+        return (f"<div><b>{self.matched} matching layer(s)</b>{notice}<div style='color:#555'>{facets}</div>"
                 f"<table><tr><th>#</th><th>title / 標題</th><th>custodian</th><th>theme</th><th>features</th>"
                 f"<th>id</th></tr>{rows}</table></div>")

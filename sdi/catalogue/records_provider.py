@@ -39,7 +39,7 @@ from pygeoapi.provider.base import (
 
 from sdi.access.roles import as_public
 from sdi.catalogue import search as _search
-from sdi.catalogue.models import CatalogueRecord
+from sdi.catalogue.models import CatalogueRecord, SearchResult
 from sdi.catalogue.store import rebase
 from sdi.db import connect
 from sdi.distribution.formats import FORMATS, with_downloads
@@ -196,6 +196,16 @@ def to_record(record: CatalogueRecord, language: Any = None) -> dict[str, Any]:
             "time": time, "properties": properties, "links": _links(record)}
 
 
+def search_reading(result: SearchResult, language: Any = None) -> dict[str, Any] | None:
+    """The records' ``search`` member (shown apart on the catalogue page): ``weaker``, ``suggestions`` and
+    ``unmatched`` of :class:`SearchResult`, and its ``notice`` in the request's language; ``None`` when the
+    query was read as written."""
+    if not (result.weaker or result.suggestions or result.unmatched):
+        return None
+    return {"weaker": result.weaker, "suggestions": dict(result.suggestions), "unmatched": list(result.unmatched),
+            "notice": result.notice("zh-HK" if is_chinese(language) else "en")}
+
+
 def _sort_key(name: str, zh: bool) -> Callable[[CatalogueRecord], Any]:
     key = _SORT_KEYS[name]
     return lambda record: key(record, zh)
@@ -304,15 +314,16 @@ class CatalogueRecordsProvider(BaseProvider):
                                         offset=offset, **pushed)
                 matched, page = result.matched, (result.records[:limit] if resulttype != "hits" else [])
             else:
-                records = self._all(conn, q, box, pushed)
+                records, result = self._all(conn, q, box, pushed)
                 records = [r for r in records if self._keep(r, rest, interval)]
                 zh = is_chinese(language)
                 for sort in reversed(sortby or []):  # stable sorts, last key first
                     records.sort(key=_sort_key(sort["property"], zh), reverse=sort.get("order") == "-")
                 matched, page = len(records), records[offset:offset + limit] if resulttype != "hits" else []
         features = [self._feature(self._rebased(r), language, select_properties or [], skip_geometry) for r in page]
+        reading = search_reading(result, language) if q else None  # "search": how q was read, when not as typed
         return {"type": "FeatureCollection", "features": features, "numberMatched": matched,
-                "numberReturned": len(features)}
+                "numberReturned": len(features), **({"search": reading} if reading else {})}
 
     def get(self, identifier: str, language: Any = None, **kwargs: Any) -> dict[str, Any]:
         """One record by layer id; :class:`ProviderItemNotFoundError` when there is none."""
@@ -349,13 +360,13 @@ class CatalogueRecordsProvider(BaseProvider):
 
     @staticmethod
     def _all(conn: _search.Fetch, q: str | None, box: tuple[float, float, float, float] | None,
-             pushed: dict[str, Any]) -> list[CatalogueRecord]:
+             pushed: dict[str, Any]) -> tuple[list[CatalogueRecord], SearchResult]:
         records: list[CatalogueRecord] = []
         while True:
             result = _search.search(conn, q=q, bbox=box, limit=_PAGE, offset=len(records), **pushed)
             records.extend(result.records)
             if not result.records or len(records) >= result.matched:
-                return records
+                return records, result  # how the query was read: the same on every page
 
     @staticmethod
     def _keep(record: CatalogueRecord, filters: dict[str, Any],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import numpy as np
@@ -13,14 +12,13 @@ import shapely
 from sdi.access.groups import access_groups
 from sdi.crs import HK_GRID, reprojection
 from sdi.layerdef import LayerDefinition
-
-_CJK = re.compile(r"[\u3400-\u9fff\U00020000-\U0003134f\uf900-\ufaff]")
+from sdi.text import has_cjk
 
 
 def split_keywords(keywords: list[str]) -> tuple[list[str], list[str]]:
     """Split keywords into (English, Chinese) by script: any CJK ideograph makes a keyword Chinese."""
-    en = [k for k in keywords if not _CJK.search(k)]
-    zh = [k for k in keywords if _CJK.search(k)]
+    en = [k for k in keywords if not has_cjk(k)]
+    zh = [k for k in keywords if has_cjk(k)]
     return en, zh
 
 

@@ -33,13 +33,17 @@ def search_cmd(
     if as_json:
         consoles.out.print_json(result.model_dump_json())
         return
-    table = Table(title=f"{result.matched} matching layer(s)")
+    heading = (f"{result.matched} matching layer(s)" if not result.weaker
+               else f"no exact match: {result.matched} closest layer(s)")
+    table = Table(title=heading)
     for col in ("score", "id", "title", "custodian", "theme", "features"):
         table.add_column(col, justify="right" if col in ("score", "features") else "left")
     for r in result.records:
         title = r.title(lang) + (" [synthetic]" if r.synthetic else "")
         table.add_row(f"{r.score or 0:.2f}", r.id, title, r.custodian, r.theme or "", f"{r.feature_count:,}")
     consoles.out.print(table)
+    if note := result.notice(lang):
+        consoles.out.print(note, markup=False)
     for facet, counts in result.facets.items():
         consoles.out.print(f"{facet}: " + ", ".join(f"{k} ({v})" for k, v in counts.items()), markup=False)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sdi.cli._common import clean_errors, consoles, settings_from_env
+from sdi.cli.ports import check_port, where
 from sdi.db import redact
 from sdi.errors import ConfigError
 
@@ -37,17 +37,6 @@ def publish_cmd(
     consoles.out.print(f"wrote {result.openapi}", markup=False)
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail with one line when ``host:port`` cannot be listened on (in use, or no such address)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"--port {port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-
-
 @clean_errors
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -63,6 +52,7 @@ def serve_cmd(
 
     from sdi.publishing.app import serve_environment
     from sdi.publishing.config import read_base
+    from sdi.web.assets import default_base
     from sdi.web.settings import WebSettings
 
     settings = settings_from_env()
@@ -71,11 +61,12 @@ def serve_cmd(
     except Exception as exc:  # pydantic ValidationError: a bad SDI_* variable
         raise ConfigError(f"invalid SDI_* setting: {str(exc).splitlines()[1:3]}") from exc
     if config is not None:
-        read_base(config)  # fail now, with the file's name, rather than in every worker
         os.environ["SDI_SERVER_CONFIG"] = str(config.resolve())
-    _check_port(host, port)
+    read_base(config or web.server_config or default_base())  # fail now, with the file's name, not in each worker
+    check_port(host, port, workers=workers)
     os.environ.update(serve_environment(settings, web))  # the workers (spawned) inherit it
-    consoles.err.print(f"serving on http://{host}:{port} with {workers} worker(s), database "
+    check_port(host, port, workers=workers)  # again: preparing the database role may have taken a while
+    consoles.err.print(f"serving on http://{where(host, port)} with {workers} worker(s), database "
                        f"{redact(os.environ['SDI_DATABASE_URL'])}", markup=False)
     uvicorn.run("sdi.publishing.app:app", host=host, port=port, workers=workers, log_level=log_level,
                 proxy_headers=True, forwarded_allow_ips="127.0.0.1", access_log=log_level == "debug")

@@ -119,6 +119,13 @@ def _connection(needed: bool, settings: Settings | None) -> Iterator[psycopg.Con
         conn.close()
 
 
+def _helper(settings: Settings | None) -> psycopg.Connection:
+    """A second connection to the same database, for the ``postgis`` engine to share a join's work."""
+    from sdi.db import connect
+
+    return connect(settings if settings is not None else Settings())
+
+
 def _run(join: Join, left: object, right: object, names: tuple[str, str], engine: str | None,
          settings: Settings | None, scheduler: str | None) -> gpd.GeoDataFrame:
     chosen: Engine = resolve_engine(engine, (left, right))
@@ -129,7 +136,8 @@ def _run(join: Join, left: object, right: object, names: tuple[str, str], engine
     with _connection(needs_db, settings) as conn:
         if chosen == "postgis":
             assert conn is not None
-            return postgis.run_join(conn, join, _side(conn, lsrc, names[0]), _side(conn, rsrc, names[1]))
+            return postgis.run_join(conn, join, _side(conn, lsrc, names[0]), _side(conn, rsrc, names[1]),
+                                    helper=lambda: _helper(settings))
         lframe, rframe = _frame(conn, lsrc, names[0]), _frame(conn, rsrc, names[1])
     if join.kind == "clip":
         union = shapely.union_all(np.asarray(rframe.geometry.values, dtype=object))

@@ -24,7 +24,9 @@ from sdi.catalogue.models import CatalogueRecord
 from sdi.crs import CRS84_URI, SERVED_CRS, STORAGE_CRS_URI
 from sdi.db import connect
 from sdi.errors import ConfigError, SdiError
+from sdi.publishing.basemap import resolve_base_map
 from sdi.publishing.jobs import manager_config
+from sdi.publishing.metadata_check import check_server_metadata
 from sdi.publishing.tiles import coverage_provider, tile_provider
 from sdi.settings import PROJECT_ROOT, Settings
 from sdi.web.assets import default_base, package_templates
@@ -57,14 +59,17 @@ class Published:
 
 
 def read_base(path: Path) -> dict[str, Any]:
-    """Read the hand-edited base configuration; :class:`ConfigError` when missing or not a mapping."""
+    """Read the hand-edited base configuration: ``server.map`` resolved (:func:`resolve_base_map`) and the
+    metadata checked for placeholders (:func:`check_server_metadata`); :class:`ConfigError` when missing, not a
+    mapping, or either check fails."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the pygeoapi base configuration: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("server"), dict):
         raise ConfigError(f"{path}: expected a mapping with a 'server' section")
-    return doc
+    check_server_metadata(doc, str(path))
+    return {**doc, "server": resolve_base_map(doc["server"], str(path))}
 
 
 def resolve_templates(base: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from sdi.web import collections, history, processes, service, tiles
 from sdi.web.assets import STATIC_DIR
 from sdi.web.auditlog import AuditLog
 from sdi.web.auth import Authenticator, AuthMiddleware
-from sdi.web.bridge import Bridge, server_base
+from sdi.web.bridge import Bridge, hold, server_base
 from sdi.web.compress import CompressionMiddleware
 from sdi.web.downloads import download
 from sdi.web.guards import CancelOnDisconnect, RejectMalformed
@@ -89,10 +89,12 @@ def redact_text(text: str) -> str:
 
 
 class OneLineLogs(logging.Filter):
-    """pygeoapi logs each error it answers with its traceback; sdi keeps one line. Secrets are masked in every
-    line."""
+    """pygeoapi logs each error it answers with its traceback; sdi keeps one line, and only for a server error
+    (:func:`sdi.web.bridge.hold`). Secrets are masked in every line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if hold(record):
+            return False
         if record.name.startswith("pygeoapi") or record.exc_info:
             message = " ".join(record.getMessage().split())[:300]
             record.msg, record.args, record.exc_info, record.exc_text = redact_text(message), None, None, None

@@ -12,13 +12,19 @@ in their definitions and so share its connection pool.
 
 pygeoapi 0.21 hands a provider its first configured language whatever the request asked, so the catalogue
 provider's languages are listed with the requested one first.
+
+pygeoapi logs every exception document it answers at ERROR, a client's mistake as much as a server's failure. Its log
+records during a call are held (:data:`HELD_LOGS`, see :func:`hold`) and written only when the answer is a 5xx
+or the call raised: a 4xx is the client's business, and its answer says why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,6 +41,9 @@ from sdi.web.registry import Snapshot
 from sdi.web.runtime import Runtime
 
 MAX_APIS = 16
+LOGGER = logging.getLogger("sdi.web")
+#: pygeoapi's log records of the call in progress in this context (``None``: no call), see :func:`hold`
+HELD_LOGS: ContextVar[list[logging.LogRecord] | None] = ContextVar("sdi_pygeoapi_logs", default=None)
 LANGUAGES = {"en": ["en-US", "zh"], "zh": ["zh", "en-US"]}  #: babel has no plain zh_HK locale
 
 
@@ -83,6 +92,40 @@ def served_language(languages: list[str], lang: str) -> str:
     return found or (languages[0] if languages else lang)
 
 
+def hold(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is one of pygeoapi's during a call, held until its answer is known (for a log filter:
+    a held record is not written now)."""
+    held = HELD_LOGS.get()
+    if held is None or not record.name.startswith("pygeoapi"):
+        return False
+    if not any(r is record for r in held):  # each handler's filter sees the record
+        held.append(record)
+    return True
+
+
+def _release(held: list[logging.LogRecord]) -> None:
+    """Write the held records (outside the call, so they are not held again)."""
+    for record in held:
+        logging.getLogger(record.name).handle(record)
+
+
+def note_client_error(status: int, path: str, content: Any) -> None:
+    """A 4xx from pygeoapi leaves no traceback (its held records are dropped) but one DEBUG line on ``sdi.web``,
+    for whoever looks into a 400 that a server misconfiguration caused."""
+    LOGGER.debug("pygeoapi answered %s for %s: %s", status, path, " ".join(str(content).split())[:300])
+
+
+def format_allowed(asked: str | None, formats: tuple[str, ...] = ()) -> bool:
+    """Whether pygeoapi can answer the format ``asked`` (``f=`` or the Accept header): none asked, one of
+    pygeoapi's own, or one of ``formats`` ignoring case. (``APIRequest.is_valid`` compares the format as typed with
+    the lower-cased list, so ``f=GTiff``, the name pygeoapi's coverage function needs, was refused.)"""
+    from pygeoapi.api import FORMAT_TYPES
+
+    if not asked or asked in FORMAT_TYPES:
+        return True
+    return asked.lower() in {f.lower() for f in formats}
+
+
 class Bridge:
     """Cached pygeoapi API objects and the calls into them."""
 
@@ -116,11 +159,15 @@ class Bridge:
 
         api = self.api(base_url, lang)
         asked = "lang" in request.query_params or "accept-language" in request.headers
-        if as_json or asked:  # pygeoapi gets one of its own languages (see served_language) and maybe f=json
+        typed = request.query_params.get("f") or ""
+        spelling = next((f for f in formats if f.lower() == typed.lower() and f != typed), None)
+        if as_json or asked or spelling:  # pygeoapi gets one of its own languages (see served_language), maybe
+            # f=json, and a format in the spelling its function expects (f=gtiff becomes GTiff)
             served = served_language(list(api.config["server"].get("languages") or []), lang)
+            forced = "json" if as_json else spelling
             pairs = [(k, v) for k, v in request.query_params.multi_items()
-                     if k != "lang" and not (as_json and k == "f")]
-            pairs += ([("lang", served)] if asked else []) + ([("f", "json")] if as_json else [])
+                     if k != "lang" and not (forced and k == "f")]
+            pairs += ([("lang", served)] if asked else []) + ([("f", forced)] if forced else [])
             body = await request.body()  # read once; each APIRequest reads the body of the request it is given
 
             async def receive() -> dict[str, Any]:
@@ -129,10 +176,23 @@ class Bridge:
             headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"accept-language"]
             request = Request({**request.scope, "query_string": urlencode(pairs).encode("latin-1"),
                                "headers": headers}, receive)
-        api_request = await APIRequest.from_starlette(request, api.locales)
-        if not api_request.is_valid(list(formats) or None):
-            return tuple(api.get_format_exception(api_request))
-        result: tuple[dict[str, str], int, Any] = await run_in_threadpool(function, api, api_request, *args)
+        held: list[logging.LogRecord] = []
+        token = HELD_LOGS.set(held)
+        try:
+            api_request = await APIRequest.from_starlette(request, api.locales)
+            if not format_allowed(api_request.format, formats):
+                result: tuple[dict[str, str], int, Any] = tuple(api.get_format_exception(api_request))
+            else:
+                result = await run_in_threadpool(function, api, api_request, *args)
+        except BaseException:
+            HELD_LOGS.reset(token)
+            _release(held)
+            raise
+        HELD_LOGS.reset(token)
+        if result[1] >= 500:
+            _release(held)
+        elif result[1] >= 400:
+            note_client_error(result[1], request.url.path, result[2])
         return result
 
     async def call(self, request: Request, function: Callable[..., tuple[dict[str, str], int, Any]],

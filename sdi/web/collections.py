@@ -4,11 +4,14 @@ Vector layers are described here from the registry (title and description in the
 CRSs, links to items, queryables, schema, tiles, load history and changes (:mod:`sdi.web.history`) and
 metadata, all under the request's base URL), with one ``rel="enclosure"`` link per download format
 (:mod:`sdi.web.downloads`; ``length`` once the file is made). Rasters (coverages) and the ``catalogue`` records
-collection are described by pygeoapi through the bridge.
+collection are described by pygeoapi through the bridge; a raster is listed as a coverage collection (no
+``items`` link or ``itemType``, :data:`COVERAGE_MARKS`), so that feature clients such as GDAL's OAPIF driver
+leave it out instead of asking for items it does not have.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +21,11 @@ from starlette.responses import Response
 from sdi.catalogue.models import CatalogueRecord
 from sdi.crs import CRS84_URI, SERVED_CRS, STORAGE_CRS_URI
 from sdi.distribution.formats import download_links
-from sdi.errors import LayerNotFoundError
+from sdi.errors import ConfigError, LayerNotFoundError
 from sdi.publishing.config import CATALOGUE_ID, collection_description, collection_links
 from sdi.query.layer import GEOMETRY_COLUMN, LayerMeta
 from sdi.query.params import check_parameters
+from sdi.web import preview
 from sdi.web.downloads import known_lengths
 from sdi.web.features import client_base, params_of, runtime_of
 from sdi.web.http import (
@@ -36,6 +40,7 @@ from sdi.web.http import (
     not_modified_response,
 )
 from sdi.web.pages import PageContext, render
+from sdi.web.titles import title_field
 
 FORMATS = {"json": JSON, "html": HTML}
 SCHEMA_FORMATS = {"json": "application/schema+json", "html": HTML}
@@ -47,6 +52,19 @@ GEOMETRY_SCHEMA = {"Point": "https://geojson.org/schema/Point.json",
                    "MultiLineString": "https://geojson.org/schema/MultiLineString.json",
                    "Polygon": "https://geojson.org/schema/Polygon.json",
                    "MultiPolygon": "https://geojson.org/schema/MultiPolygon.json"}
+
+
+#: What marks a raster in ``/collections`` as a coverage and not a feature collection: ``dataType`` of OGC API –
+#: Common Part 2 and Tiles, and ``layerDataType``, which GDAL's OAPIF driver (3.3 and later) reads to leave the
+#: collection out of its feature layers (it has no ``items`` to read).
+COVERAGE_MARKS = {"dataType": "coverage", "layerDataType": "Coverage"}
+
+
+def coverage_collection(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """pygeoapi's description of a raster as an OGC API coverage collection: marked with :data:`COVERAGE_MARKS`,
+    with no ``itemType`` and no ``items`` link (its data are at ``/coverage``)."""
+    links = [link for link in doc.get("links", []) if link.get("rel") != "items"]
+    return {**{k: v for k, v in doc.items() if k != "itemType"}, **COVERAGE_MARKS, "links": links}
 
 
 def _iso(value: Any) -> str | None:
@@ -118,7 +136,7 @@ async def collections(request: Request) -> Response:
             docs.append(vector_collection(layer, base, lang, lengths=lengths.get(layer_id)))
         elif record.kind == "raster":
             try:
-                docs.append(await _other_collection(request, layer_id, base, lang))
+                docs.append(coverage_collection(await _other_collection(request, layer_id, base, lang)))
             except Exception:  # a raster whose file is missing is not published (pygeoapi says 404/500)
                 continue
     here = f"{base}/collections"
@@ -156,15 +174,23 @@ async def collection(request: Request) -> Response:
     if not_modified(request, tag):
         return not_modified_response(tag, runtime.web.cache_max_age_s)
     headers = cache_headers(tag, runtime.web.cache_max_age_s)
+    if layer is None and record is not None and fmt == "html":  # a raster's page, with its preview
+        return await preview.collection_page(request, record, base, lang, headers)
     if layer is None:  # the catalogue or a raster: pygeoapi's description (and page)
         from pygeoapi.api import describe_collections
+
+        if record is not None and fmt == "json":  # a raster, as a coverage collection (else pygeoapi's answer)
+            with contextlib.suppress(ConfigError):
+                doc = coverage_collection(await _other_collection(request, collection_id, base, lang))
+                return Response(json_bytes(doc), media_type=JSON, headers=headers)
 
         return await runtime.state["bridge"].call(request, describe_collections, collection_id, base_url=base,
                                                   lang=lang, page=PageContext("describe_collections", base,
                                                                                 collection_id))
     doc = vector_collection(layer, base, lang, fmt, lengths)
     if fmt == "html":
-        data = {**doc, "collections_path": f"{base}/collections", "dataset_path": f"{base}/collections/{layer.id}"}
+        data = {**doc, "collections_path": f"{base}/collections", "dataset_path": f"{base}/collections/{layer.id}",
+                "title_field": await title_field(runtime, layer, lang)}
         return await render(runtime, base, lang, "collections/collection.html", data, headers)
     return Response(json_bytes(doc), media_type=JSON, headers=headers)
 
@@ -201,15 +227,17 @@ async def queryables(request: Request) -> Response:
     collection_id = str(request.path_params["collection"])
     which = "schema" if request.url.path.rstrip("/").endswith("/schema") else "queryables"
     base, lang = client_base(request, runtime), language(request)
-    if collection_id == CATALOGUE_ID:
+    record = runtime.state["registry"].snapshot.records.get(collection_id)
+    raster = record is not None and record.kind == "raster" and which == "schema"  # a coverage's: its bands
+    if collection_id == CATALOGUE_ID or raster:
         from pygeoapi.api import get_collection_schema
         from pygeoapi.api.itemtypes import get_collection_queryables
 
         function, name = ((get_collection_schema, "get_collection_schema") if which == "schema"
                           else (get_collection_queryables, "get_collection_queryables"))
+        title = (await runtime.state["registry"].record(collection_id)).title(lang) if raster else "HK SDI catalogue"
         return await runtime.state["bridge"].call(request, function, collection_id, base_url=base, lang=lang,
-                                                  page=PageContext(name, base, collection_id,
-                                                                   title="HK SDI catalogue"))
+                                                  page=PageContext(name, base, collection_id, title=title))
     check_parameters(params_of(request), {"f", "lang", "profile"})
     layer = await runtime.state["registry"].layer(collection_id)
     fmt = negotiate(request, SCHEMA_FORMATS)

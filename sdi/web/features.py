@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any, cast
 
+from psycopg import sql
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -25,6 +26,7 @@ from sdi.errors import FeatureNotFoundError, QueryError
 from sdi.query.layer import LayerMeta
 from sdi.query.params import ItemsQuery, Limits, feature_key, parse_item, parse_items
 from sdi.query.statements import (
+    Statement,
     check_sortable,
     csv_header,
     hits_statement,
@@ -48,6 +50,7 @@ from sdi.web.http import (
 )
 from sdi.web.pages import render
 from sdi.web.runtime import RawText, Runtime
+from sdi.web.titles import feature_title, title_field
 
 FORMATS = {"json": GEOJSON, "html": HTML, "csv": "text/csv"}
 ITEM_FORMATS = {"json": GEOJSON, "html": HTML}
@@ -150,7 +153,7 @@ async def items(request: Request) -> Response:
         doc = {"type": "FeatureCollection", "features": [], "numberMatched": matched, "numberReturned": 0,
                "links": _links(base, layer, params, fmt, query, matched, 0), "timeStamp": _now()}
         if fmt == "html":
-            return await _html(runtime, base, lang, layer, doc, query, headers)
+            return await _html(runtime, base, lang, layer, doc, params, query, headers)
         return Response(json_bytes(doc), media_type=GEOJSON, headers=headers)
     if fmt == "json" and query.limit > STREAM_ABOVE:
         return await _stream(runtime, base, layer, params, query, headers)
@@ -164,7 +167,7 @@ async def items(request: Request) -> Response:
                      b'],"numberMatched":', str(matched).encode(), b',"numberReturned":', str(returned).encode(),
                      b',"links":', json_bytes(links), b',"timeStamp":"', _now().encode(), b'"}'))
     if fmt == "html":
-        return await _html(runtime, base, lang, layer, json.loads(body), query, headers)
+        return await _html(runtime, base, lang, layer, json.loads(body), params, query, headers)
     return Response(body, media_type=GEOJSON, headers=headers)
 
 
@@ -274,9 +277,12 @@ async def _csv(runtime: Runtime, base: str, layer: LayerMeta, params: dict[str, 
     return StreamingResponse(body_chunks(), media_type=CSV, headers=with_links(int(first[0] or 0)))
 
 
-async def _html(runtime: Runtime, base: str, lang: str, layer: LayerMeta, doc: dict[str, Any], query: ItemsQuery,
-                headers: dict[str, str]) -> Response:
+async def _html(runtime: Runtime, base: str, lang: str, layer: LayerMeta, doc: dict[str, Any],
+                params: dict[str, str], query: ItemsQuery, headers: dict[str, str]) -> Response:
     record = layer.record
+    items_path = f"{base}/collections/{layer.id}/items"
+    keep = {k: v for k, v in params.items() if k not in ("f", "offset", "limit")}  # bbox, filter, q... kept
+    matched = doc.get("numberMatched")
     title = record.title("zh" if lang == "zh" else "en")
     for link in doc["links"]:
         if link["rel"] == "collection":
@@ -284,21 +290,29 @@ async def _html(runtime: Runtime, base: str, lang: str, layer: LayerMeta, doc: d
     data = {**doc, "id": layer.id, "title": title, "description": record.abstract(lang) or "",
             "keywords": record.keywords_zh if lang == "zh" and record.keywords_zh else record.keywords_en,
             "collections_path": f"{base}/collections", "dataset_path": f"{base}/collections/{layer.id}",
-            "items_path": f"{base}/collections/{layer.id}/items", "offset": query.offset,
-            "id_field": layer.primary_key, "title_field": _title_field(layer, lang), "uri_field": None}
+            "items_path": items_path, "offset": query.offset,
+            "id_field": layer.primary_key, "title_field": await title_field(runtime, layer, lang), "uri_field": None,
+            "limit": query.limit,
+            "items_all_path": items_path + query_string({**keep, "f": "html", "limit": str(matched)})
+            if isinstance(matched, int) else None}
     return await render(runtime, base, lang, "collections/items/index.html", data, _html_headers(headers))
+
+
+def _with_title(statement: Statement, layer: LayerMeta, field: str | None) -> Statement:
+    """``statement`` (one feature's GeoJSON text) with a second column: the feature's ``field`` as text, read from
+    the table by the same key (``NULL`` without a title field), so that naming the feature needs no parse of its
+    GeoJSON."""
+    value: sql.Composable = sql.SQL("null::text")
+    if field is not None:
+        value = sql.SQL("(select n.{field}::text from {table} as n where n.{key} = %(id)s)").format(
+            field=sql.Identifier(field), table=sql.Identifier("layers", layer.id),
+            key=sql.Identifier(layer.primary_key))
+    return Statement(sql.SQL("select f.*, {value} from ({inner}) as f").format(value=value, inner=statement.query),
+                     statement.params)
 
 
 def _html_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k != "Content-Crs"}
-
-
-def _title_field(layer: LayerMeta, lang: str) -> str | None:
-    """A property that names features (``name_zh`` for Chinese pages when there is one), for HTML titles."""
-    names = list(layer.columns)
-    preferred = (["name_zh", "name_tc", "chinese_name"] if lang == "zh" else []) + [
-        "name_en", "name", "english_name", "title", "site", "lot_no", "label"]
-    return next((n for n in preferred if n in names), None)
 
 
 async def item(request: Request) -> Response:
@@ -316,26 +330,29 @@ async def item(request: Request) -> Response:
     tag = etag("item", layer.id, layer.load_id, fid, sorted(params.items()), fmt, base, lang)
     if not_modified(request, tag):
         return not_modified_response(tag, runtime.web.cache_max_age_s)
-    statement = item_statement(layer, key, query)
+    field = await title_field(runtime, layer, lang)
+    statement = _with_title(item_statement(layer, key, query), layer, field)
 
-    async def run() -> bytes | None:
+    async def run() -> tuple[bytes, bytes | None] | None:
         async with runtime.connection() as conn:
             cur = conn.cursor()
             cur.adapters.register_loader("text", RawText)
             await cur.execute(statement.query, statement.params)
             row = await cur.fetchone()
-            return row[0] if row else None
+            return (row[0], row[1]) if row else None
 
-    feature = await runtime.fresh(run)
-    if feature is None:
+    found = await runtime.fresh(run)
+    if found is None:
         raise FeatureNotFoundError(f"no feature {fid[:80]!r} in {layer.id}")
+    feature, title_value = found
     note_features(1)
     here = f"{base}/collections/{layer.id}/items/{request.path_params['fid']}"
     extra = query_string({k: v for k, v in params.items() if k != "f"})
+    name = feature_title({"title": title_value.decode("utf-8") if title_value is not None else None}, "title", fid)
     links = [
-        {"rel": "self" if fmt == "json" else "alternate", "type": GEOJSON, "title": "This feature as GeoJSON",
+        {"rel": "self" if fmt == "json" else "alternate", "type": GEOJSON, "title": f"{name} as GeoJSON",
          "href": here + (extra + "&" if extra else "?") + "f=json"},
-        {"rel": "self" if fmt == "html" else "alternate", "type": HTML, "title": "This feature as HTML",
+        {"rel": "self" if fmt == "html" else "alternate", "type": HTML, "title": f"{name} as HTML",
          "href": here + (extra + "&" if extra else "?") + "f=html"},
         {"rel": "collection", "type": JSON, "title": layer.record.title_en,
          "href": f"{base}/collections/{layer.id}"},
@@ -343,12 +360,11 @@ async def item(request: Request) -> Response:
     body = feature[:-1] + b',"links":' + json_bytes(links) + b"}"
     headers = {**cache_headers(tag, runtime.web.cache_max_age_s), "Content-Crs": f"<{query.crs.uri}>"}
     if fmt == "html":
-        doc = json.loads(body)
-        title_field = _title_field(layer, lang)
-        title = (doc["properties"] or {}).get(title_field) if title_field else None
-        data = {**doc, "title": str(title) if title not in (None, "") else str(doc["id"]),
+        links = [{**link, "title": layer.record.title(lang)} if link["rel"] == "collection" else link
+                 for link in links]
+        data = {**json.loads(feature), "links": links, "title": name,
                 "collections_path": f"{base}/collections", "dataset_path": f"{base}/collections/{layer.id}",
                 "items_path": f"{base}/collections/{layer.id}/items", "id_field": layer.primary_key,
-                "title_field": title_field, "uri_field": None, "collection_title": layer.record.title(lang)}
+                "title_field": field, "uri_field": None, "collection_title": layer.record.title(lang)}
         return await render(runtime, base, lang, "collections/items/item.html", data, _html_headers(headers))
     return Response(body, media_type=GEOJSON, headers=headers)

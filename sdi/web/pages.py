@@ -4,13 +4,21 @@ sdi renders every page itself, pygeoapi's included (the bridge asks pygeoapi for
 pygeoapi's template filters: pygeoapi's own renderer caches the first configuration it translates per
 language for the life of the process, which would freeze the base URL and the collection list of the first
 request.
+
+The interface words (``{% trans %}``) are English in the templates; the Traditional Chinese (Hong Kong) ones are
+in ``sdi/web/locale/zh_HK/LC_MESSAGES/*.po``, every file of that folder merged (:func:`message_catalogue`) and
+read at run time with babel, so no compiled ``.mo`` file is kept. pygeoapi ships no catalogue for zh-HK.
 """
 
 from __future__ import annotations
 
+import gettext
+import io
 import json
 import threading
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -21,6 +29,49 @@ from sdi.web.assets import TEMPLATES_DIR
 from sdi.web.runtime import Runtime
 
 LOCALES = {"en": "en-US", "zh": "zh-HK"}
+PAGE_LANG = {"en": "en", "zh": "zh-HK"}  #: the pages' ``<html lang>`` (BCP 47) per language
+#: What the pages' own links add to stay in their language (``lang_q`` in the templates; English is the default).
+LANG_QUERY = {"en": "", "zh": "lang=zh-HK"}
+#: Message catalogues per language (``zh_HK``): every ``*.po`` of ``<LOCALE_DIR>/<folder>/LC_MESSAGES``, read
+#: through importlib.resources (so also from a zipped install).
+LOCALE_DIR: Traversable = resources.files("sdi.web") / "locale"
+CATALOGUE_FOLDERS = {"zh": "zh_HK"}
+
+
+def message_catalogue(lang: str, locale_dir: Traversable = LOCALE_DIR) -> gettext.NullTranslations:
+    """The interface words of ``lang``: every ``.po`` file of its folder, merged in name order (a message in
+    a later file wins); English (the templates' own words) has none.
+
+    Parameters
+    ----------
+    lang
+        ``en`` or ``zh``.
+    locale_dir
+        The folder holding ``zh_HK/LC_MESSAGES/*.po``.
+
+    Returns
+    -------
+    gettext.NullTranslations
+        A babel ``Translations`` object (``gettext``, ``ngettext``...) for Jinja's i18n extension.
+    """
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import NullTranslations, Translations
+
+    folder = CATALOGUE_FOLDERS.get(lang)
+    messages = locale_dir / folder / "LC_MESSAGES" if folder else None
+    files = sorted((f for f in messages.iterdir() if f.name.endswith(".po")), key=lambda f: f.name) \
+        if messages is not None and messages.is_dir() else []
+    merged: Translations | None = None
+    for path in files:
+        with path.open("rb") as fh:
+            catalog = read_po(fh, locale="zh_Hant_HK")
+        buffer = io.BytesIO()
+        write_mo(buffer, catalog)  # fuzzy entries are left out, as msgfmt does
+        buffer.seek(0)
+        translations = Translations(fp=buffer)
+        merged = translations if merged is None else merged.merge(translations)
+    return merged if merged is not None else NullTranslations()
 
 
 _SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -41,12 +92,12 @@ class Pages:
         self._envs: dict[str, Environment] = {}
         self._lock = threading.Lock()
 
-    def environment(self, lang: str, locale_dir: str) -> Environment:
-        """The environment for ``lang`` with pygeoapi's filters and its message catalogue (if any)."""
+    def environment(self, lang: str) -> Environment:
+        """The environment for ``lang`` with pygeoapi's filters and sdi's message catalogue
+        (:func:`message_catalogue`)."""
         with self._lock:
             env = self._envs.get(lang)
             if env is None:
-                from babel.support import Translations
                 from pygeoapi import util
                 from pygeoapi.util import TEMPLATES
 
@@ -57,8 +108,7 @@ class Pages:
                     env.filters[name] = getattr(util, name)
                     env.globals[name] = getattr(util, name)
                 env.filters["to_json"] = env.globals["to_json"] = script_json
-                catalogue = Translations.load(locale_dir, [LOCALES[lang].replace("-", "_")])
-                env.install_gettext_translations(catalogue)  # type: ignore[attr-defined]  # added by jinja2.ext.i18n
+                env.install_gettext_translations(message_catalogue(lang))  # type: ignore[attr-defined]  # added by jinja2.ext.i18n
                 self._envs[lang] = env
             return env
 
@@ -67,9 +117,10 @@ class Pages:
         from pygeoapi import __version__, l10n
 
         locale = l10n.str2locale(LOCALES[lang])
-        env = self.environment(lang, str(config["server"].get("locale_dir", "locale")))
+        env = self.environment(lang)
         translated = l10n.translate_struct(config, locale, False)
-        return env.get_template(template).render(config=translated, data=data, locale=locale, version=__version__)
+        return env.get_template(template).render(config=translated, data=data, locale=locale, version=__version__,
+                                                 page_lang=PAGE_LANG[lang], lang_q=LANG_QUERY[lang])
 
 
 async def render(runtime: Runtime, base_url: str, lang: str, template: str, data: dict[str, Any],

@@ -150,12 +150,17 @@ class Registry:
             await asyncio.sleep(self.runtime.web.refresh_s)
 
     async def layer(self, layer_id: str) -> LayerMeta:
-        """The vector layer ``layer_id``; 404 (:class:`LayerNotFoundError`) when there is none."""
+        """The vector layer ``layer_id``; 404 (:class:`LayerNotFoundError`) when there is none, naming the coverage
+        to read instead when ``layer_id`` is a raster."""
         found = self.snapshot.layers.get(layer_id)
         if found is None:
             await self.refresh()
             found = self.snapshot.layers.get(layer_id)
         if found is None:
+            record = self.snapshot.records.get(layer_id)
+            if record is not None and record.kind == "raster":
+                raise LayerNotFoundError(f"collection {layer_id!r} is a raster (a coverage), not features: read it "
+                                         f"at /collections/{layer_id}/coverage")
             raise LayerNotFoundError(f"no collection {layer_id[:80]!r}")
         if found.record.access_groups is not None:
             note_layer(found.id)

@@ -214,6 +214,12 @@ async def coverage(request: Request) -> Response:
     record = await runtime.state["registry"].record(collection_id)
     if record.kind != "raster":
         raise LayerNotFoundError(f"collection {collection_id!r} has no coverage")
+    asked = (params.get("f") or "").strip().lower()
+    if asked == "html" or (not asked and negotiate(request, {"json": "application/prs.coverage+json",
+                                                             "html": HTML}) == "html"):  # sdi/web/preview.py
+        from sdi.web.preview import coverage_page
+
+        return await coverage_page(request)
     check_coverage_numbers(params, record.bbox_crs84)
     return await runtime.state["bridge"].call(request, get_collection_coverage, collection_id,
                                               base_url=client_base(request, runtime), lang=language(request),

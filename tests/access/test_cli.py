@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,29 +21,21 @@ from typer.testing import CliRunner
 import sdi
 from sdi.cli import app
 from sdi.errors import AuthenticationError, LayerNotFoundError
-from sdi.settings import Settings
 from tests.access.test_roles import PUBLIC, SECRET, TITLE_EN, restricted_yaml
-from tests.conftest import loaded_database
-from tests.live_server import sdi_server
+from tests.live_server import Live, live_layers
 
 pytestmark = pytest.mark.db
 KEY = re.compile(r"^sdi_[a-z0-9]{10}_[A-Za-z0-9_-]{43}$")
 
 
-@dataclass(frozen=True)
-class Live:
-    url: str
-    settings: Settings
-
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("access_cli")
-    with loaded_database([PUBLIC], definitions=[restricted_yaml(folder, ["planning"])],
-                         data_dir=folder / "store") as settings, \
-            sdi_server(settings, folder, workers=1, extra_env={"SDI_KEY_CACHE_S": "0.2", "SDI_REFRESH_S": "0.2",
-                                                               "SDI_AUDIT_FLUSH_S": "0.2"}) as url:
-        yield Live(url, settings)
+    fast = {"SDI_KEY_CACHE_S": "0.2", "SDI_REFRESH_S": "0.2", "SDI_AUDIT_FLUSH_S": "0.2"}
+    with live_layers(folder, [PUBLIC], definitions=[restricted_yaml(folder, ["planning"])], workers=1,
+                     extra_env=fast) as served:
+        yield served
 
 
 def run(live: Live, *args: str) -> Result:

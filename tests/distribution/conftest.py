@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import shapely
 
+from loaders.formats import RASTER_SUFFIXES
 from sdi.distribution.formats import FORMATS
 from sdi.distribution.writers import Written, export_layer
 from sdi.layerdef import read_definition
@@ -24,10 +25,9 @@ from sdi.query.layer import LayerMeta
 from sdi.settings import Settings
 from tests.conftest import LAYERS, loaded_database
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".asc")
 #: Every sample layer that is a vector layer (all load in seconds).
 VECTOR_LAYERS = tuple(sorted(p.stem for p in LAYERS.glob("*.yml")
-                             if not str(read_definition(p).source.path or "").lower().endswith(RASTER_SUFFIXES)))
+                             if not str(read_definition(p).source.path or "").lower().endswith(tuple(RASTER_SUFFIXES))))
 #: Layers the issue names: Chinese text, Big5 repaired text, lists, lines, long text and dates, 10,000 polygons.
 NAMED = ("districts_18", "public_libraries_2013", "landslide_incidents", "buildings_with_carparks",
          "traffic_hotzone_streets", "industrial_special_waivers", "synthetic_lots")

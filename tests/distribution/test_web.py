@@ -10,7 +10,6 @@ import io
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,8 @@ from shapely.geometry import shape
 from loaders import load
 from sdi.distribution.formats import FORMATS
 from sdi.layerdef import read_definition
-from sdi.settings import Settings
-from tests.conftest import LAYERS, loaded_database
-from tests.live_server import sdi_server
+from tests.conftest import LAYERS
+from tests.live_server import Live, live_layers
 
 pytestmark = pytest.mark.db
 LAYER = "industrial_special_waivers"
@@ -33,18 +31,12 @@ RELOADED = "traffic_hotzone_streets"
 GRID = "http://www.opengis.net/def/crs/EPSG/0/2326"
 
 
-@dataclass(frozen=True)
-class Live:
-    url: str
-    settings: Settings
-
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with loaded_database((LAYER, "districts_18", "public_libraries_2013", RELOADED),
-                         data_dir=tmp_path_factory.mktemp("web_store")) as settings, \
-            sdi_server(settings, tmp_path_factory.mktemp("web_serve"), extra_env={"SDI_REFRESH_S": "0.5"}) as url:
-        yield Live(url, settings)
+    with live_layers(tmp_path_factory.mktemp("web"), (LAYER, "districts_18", "public_libraries_2013", RELOADED),
+                     extra_env={"SDI_REFRESH_S": "0.5"}) as served:
+        yield served
 
 
 def get(url: str, **kwargs: Any) -> requests.Response:

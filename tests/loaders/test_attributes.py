@@ -36,9 +36,9 @@ def test_snake_ascii(raw: str, expected: str) -> None:
 
 
 def test_column_names_unique_and_never_reserved() -> None:
-    names = column_names(["Name", "NAME", "數據集", "geom", "fid", "1st", "冷門欄"], {}, {"fid"})
-    assert names == {"Name": "name", "NAME": "name_2", "數據集": "dataset_zh", "geom": "geom_src", "fid": "fid_src",
-                     "1st": "f_1st", "冷門欄": "field_7"}
+    names = column_names(["數據集", "Name", "NAME", "geom", "fid", "1st", "冷門欄", "?"], {}, {"fid"})
+    assert names == {"數據集": "dataset_zh", "Name": "name", "NAME": "name_2", "geom": "geom_src", "fid": "fid_src",
+                     "1st": "f_1st", "冷門欄": "u51b7_u9580_u6b04_zh", "?": "field_8"}
 
 
 def test_glossary_ignores_spaces_and_fullwidth_brackets() -> None:
@@ -64,7 +64,8 @@ def test_original_names_kept_in_field_list() -> None:
     attrs = normalise_attributes(_frame({"設施名稱": ["x"], "冷門欄": ["y"], "Easting": ["1"]}), _definition(),
                                  LoadReport("t", "x"))
     assert [(f.name, f.original_name) for f in attrs.fields] == [
-        ("fid", "(generated)"), ("facility_name_zh", "設施名稱"), ("field_2", "冷門欄"), ("easting", "Easting")]
+        ("fid", "(generated)"), ("facility_name_zh", "設施名稱"), ("u51b7_u9580_u6b04_zh", "冷門欄"),
+        ("easting", "Easting")]
 
 
 def test_numbers_detected_only_when_every_value_parses() -> None:
@@ -73,6 +74,19 @@ def test_numbers_detected_only_when_every_value_parses() -> None:
     attrs = normalise_attributes(frame, _definition(), LoadReport("t", "x"))
     types = {f.name: f.type for f in attrs.fields}
     assert types == {"fid": "bigint", "n": "bigint", "f": "double precision", "code": "text", "mixed": "text"}
+
+
+def test_a_plus_sign_makes_text_only_of_a_telephone_number() -> None:
+    """A signed change ('+1.5', '-2') stays a number; an international telephone number stays text."""
+    frame = _frame({"change": ["+1.5", "-2", "+0.3"], "whole": ["+3", "-12", "+40"],
+                    "contact": ["+852 2511 0690", "+852 2511 0691", "+852 2511 0692"],
+                    "line": ["+85225110690", "+85225110691", "+85225110692"]})
+    attrs = normalise_attributes(frame, _definition(), LoadReport("t", "x"))
+    types = {f.name: f.type for f in attrs.fields}
+    assert types == {"fid": "bigint", "change": "double precision", "whole": "bigint", "contact": "text",
+                     "line": "text"}
+    assert list(attrs.frame["change"]) == [1.5, -2.0, 0.3] and list(attrs.frame["whole"]) == [3, -12, 40]
+    assert attrs.frame["contact"].iloc[0] == "+852 2511 0690" and attrs.frame["line"].iloc[0] == "+85225110690"
 
 
 def test_declared_types_convert_or_fail_clearly() -> None:

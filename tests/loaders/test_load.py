@@ -18,7 +18,7 @@ import pytest
 from pyproj import Transformer
 
 from loaders import load
-from loaders.raster import RASTER_SUFFIXES
+from loaders.formats import RASTER_SUFFIXES
 from sdi.layerdef import read_definition
 from sdi.settings import Settings
 from tests.conftest import DATA, LAYERS, ROOT

@@ -18,7 +18,8 @@ from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from loaders import load
-from loaders.raster import RASTER_SUFFIXES, gdal_operation
+from loaders.formats import RASTER_SUFFIXES
+from loaders.raster import gdal_operation
 from sdi.cli import app
 from sdi.crs import reprojection
 from sdi.errors import CrsError, ExtentError, SdiError, SourceFormatError

@@ -19,7 +19,7 @@ import shapely
 from pyproj import Transformer
 
 from loaders import normalise, read
-from loaders.raster import RASTER_SUFFIXES
+from loaders.formats import RASTER_SUFFIXES
 from loaders.report import LoadReport
 from sdi.layerdef import LayerDefinition, read_definition
 from tests.conftest import LAYERS

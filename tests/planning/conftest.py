@@ -9,14 +9,8 @@ workers with the ``dask`` command-line tools (loopback only) for a test module.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +24,7 @@ from shapely.geometry import Point, box
 
 from loaders import load
 from sdi.layerdef import read_definition
+from sdi.planning.cli_cluster import CliCluster, cli_cluster
 from sdi.planning.criteria import load_criteria
 from sdi.settings import Settings
 from tests.conftest import DATA, LAYERS
@@ -168,92 +163,9 @@ def _tilted_dem(folder: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class CliCluster:
-    """A dask cluster of separate processes started with the ``dask`` command-line tools.
-
-    Attributes
-    ----------
-    address
-        The scheduler's address (``tcp://127.0.0.1:<port>``).
-    worker_pids
-        Process ids of the workers (``--no-nanny``: the ``dask worker`` processes themselves).
-    logs
-        The log file of each process (scheduler first).
-    """
-
-    address: str
-    worker_pids: tuple[int, ...]
-    logs: tuple[Path, ...]
-
-
-#: Seconds the CLI cluster may take to start (scheduler file written, both workers registered).
-CLI_START_TIMEOUT_S = 90.0
-
-
-def _tails(logs: list[Path]) -> str:
-    return "\n".join(f"--- {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                     for log in logs if log.exists())
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Terminate each process (workers first), then kill the ones still running after 15 s."""
-    for process in reversed(processes):
-        if process.poll() is None:
-            process.terminate()
-    for process in reversed(processes):
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def dask_cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
-    """A ``dask scheduler`` and two ``dask worker`` processes (one thread each), all on 127.0.0.1, for a module.
-
-    Started with the distributed command-line tools of this venv; waits (at most
-    :data:`CLI_START_TIMEOUT_S`) until both workers are registered, failing with the logs' last lines
-    otherwise, and stops every process at the end (terminate, then kill). Should the test process die
-    without stopping them, the scheduler ends after 15 idle minutes and the workers a minute later.
-    """
-    from distributed import Client
-
-    folder = tmp_path_factory.mktemp("dask_cli")
-    dask = str(Path(sys.executable).with_name("dask"))
-    scheduler_file = folder / "scheduler.json"
-    loopback = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]  # the HTTP routes on loopback too
-    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(scheduler_file),
-                 "--no-jupyter", "--idle-timeout", "900", *loopback]]
-    commands += [[dask, "worker", "--scheduler-file", str(scheduler_file), "--nworkers", "1", "--nthreads", "1",
-                  "--no-nanny", "--host", "127.0.0.1", "--name", f"sdi-test-worker-{i}", "--memory-limit", "4GB",
-                  "--local-directory", str(folder / f"worker-{i}"), "--death-timeout", "60", *loopback]
-                 for i in range(2)]
-    processes: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
-    deadline = time.monotonic() + CLI_START_TIMEOUT_S
-    try:
-        for i, command in enumerate(commands):
-            logs.append(folder / ("scheduler.log" if i == 0 else f"worker-{i - 1}.log"))
-            with logs[-1].open("wb") as log:
-                processes.append(subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL))
-            if i == 0:  # the workers read the scheduler's address from its file
-                while not scheduler_file.exists() or not scheduler_file.read_text().strip().endswith("}"):
-                    if processes[0].poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"dask scheduler did not start within {CLI_START_TIMEOUT_S:.0f} s:\n"
-                                    f"{_tails(logs)}")
-                    time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
-        with Client(address, timeout="30s", set_as_default=False) as client:
-            try:
-                client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
-            except TimeoutError:
-                pytest.fail(f"2 dask workers did not register within {CLI_START_TIMEOUT_S:.0f} s "
-                            f"(registered: {len(client.nthreads())}):\n{_tails(logs)}")
-            pids = tuple(sorted(client.run(os.getpid).values()))
-        assert pids == tuple(sorted(p.pid for p in processes[1:])), "the workers are not the processes started"
-        yield CliCluster(address, pids, tuple(logs))
-    finally:
-        _stop(processes)
+    """A ``dask scheduler`` and two ``dask worker`` processes (one thread each), all on 127.0.0.1, for a module
+    (:func:`sdi.planning.cli_cluster.cli_cluster`: the distributed command-line tools of this venv)."""
+    with cli_cluster(tmp_path_factory.mktemp("dask_cli"), workers=2) as cluster:
+        yield cluster

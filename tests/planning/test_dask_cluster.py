@@ -12,12 +12,15 @@ URL reaches neither an error nor a worker's log.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import shapely
 from distributed import Client
@@ -28,6 +31,7 @@ from sdi.db import connect
 from sdi.errors import DatabaseUnavailableError, PlanningError
 from sdi.layerdef import read_definition
 from sdi.planning import clip, nearest, overlay, site_selection, sjoin, summarise_by, within_distance
+from sdi.planning.cli_cluster import CliCluster, cli_cluster
 from sdi.planning.cluster import TaskRunner
 from sdi.planning.engines import dask as dask_engine
 from sdi.planning.engines import dask_tasks
@@ -38,7 +42,7 @@ from sdi.planning.engines.reading import Database, next_radius, partition_rows_r
 from sdi.planning.sites import dask_engine as sites_dask
 from sdi.planning.sources import layer_table, read_layer
 from sdi.settings import Settings
-from tests.planning.conftest import CRITERIA, CliCluster
+from tests.planning.conftest import CRITERIA
 from tests.planning.test_joins import CALLS, FIXTURES, NAMES, assert_same
 
 pytestmark = pytest.mark.db
@@ -332,3 +336,15 @@ def test_nearest_rows_beyond_the_first_radius_are_found(sample_layers: Settings,
     assert_same_sites(site_selection(criteria, settings=handmade_layers, engine="dask", scheduler="threads"),
                       site_selection(criteria, settings=handmade_layers, engine="postgis"))
     assert len(widened) > joins_widened
+
+
+def test_a_cluster_that_cannot_start_is_one_clear_error(tmp_path: Path) -> None:
+    """Workers that die at start-up end the wait with a PlanningError quoting their log, and no process is left."""
+    started = time.monotonic()
+    with pytest.raises(PlanningError, match=r"(?s)did not register \(a dask worker exited.*worker-0\.log"), \
+            cli_cluster(tmp_path, workers=1, memory_limit="not-a-size", timeout_s=60):
+        pass
+    assert time.monotonic() - started < 50  # the dead worker ended the wait, not the timeout
+    left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(
+        p.info["cmdline"] or ())]
+    assert not left

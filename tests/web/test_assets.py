@@ -46,10 +46,9 @@ import requests
 from loaders import load
 from loaders.write import drop_layer
 from sdi.layerdef import parse_definition
-from sdi.settings import Settings
 from tests.browser import DevTools, browse, colour_near, external, find_chromium, inline_scripts, loaded_urls, text_of
-from tests.conftest import DATA, loaded_database
-from tests.live_server import sdi_server
+from tests.conftest import DATA
+from tests.live_server import Live, live_layers
 from tests.publishing.test_pages import geojson, map_features
 
 STATIC = Path(__file__).resolve().parents[2] / "sdi" / "web" / "static"
@@ -117,20 +116,14 @@ REFERENCE = {"HK80Grid": (835411.431, 817266.016), "WebMercatorQuad": web_mercat
 # --- the live server --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Live:
-    url: str
-    settings: Settings
-
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """`sdi serve` over a database with the reference points and the 18 districts."""
-    with loaded_database((DISTRICTS,), definitions=[DATA / "publishing" / f"{LAYER}.yml"],
-                         data_dir=tmp_path_factory.mktemp("assets_store")) as settings, \
-            sdi_server(settings, tmp_path_factory.mktemp("assets_serve"),
-                       extra_env={"SDI_REFRESH_S": str(REFRESH_S)}) as base:
-        yield Live(base, settings)
+    with live_layers(tmp_path_factory.mktemp("assets"), (DISTRICTS,),
+                     definitions=[DATA / "publishing" / f"{LAYER}.yml"],
+                     extra_env={"SDI_REFRESH_S": str(REFRESH_S)}) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

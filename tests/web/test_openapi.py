@@ -19,7 +19,6 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,8 @@ import yaml
 from sdi.publishing.config import publish
 from sdi.query.params import ITEM_PARAMETERS, ITEMS_PARAMETERS
 from sdi.query.tms import grids
-from sdi.settings import Settings
 from sdi.web.openapi import ITEMS, UNRESOLVED, UnresolvedReferenceError, local_ref, self_contained, shipped
-from tests.conftest import loaded_database
-from tests.live_server import sdi_server
+from tests.live_server import Live, live_layers
 
 VECTORS = ("districts_18", "landslide_incidents")
 RASTER = "synthetic_mudflat_elevation"
@@ -170,18 +167,12 @@ def test_an_unknown_remote_reference_raises_when_strict_and_is_a_marked_stub_whe
 # --- on a live server -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Live:
-    url: str
-    settings: Settings
-
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """`sdi serve` over two vector layers and the synthetic raster (with the catalogue and the process)."""
-    with loaded_database((*VECTORS, RASTER), data_dir=tmp_path_factory.mktemp("openapi_store")) as settings, \
-            sdi_server(settings, tmp_path_factory.mktemp("openapi_serve")) as base:
-        yield Live(base, settings)
+    with live_layers(tmp_path_factory.mktemp("openapi"), (*VECTORS, RASTER)) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

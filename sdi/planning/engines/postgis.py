@@ -1,73 +1,51 @@
 """The ``postgis`` engine: each join is one SQL statement on GiST-indexed tables, read back as WKB.
 
-Statements are written so the planner may drive a join from the side with fewer rows: a left join
-first finds the matching keys with an inner join, and intersections test ``st_covers`` before
-``st_intersection``. Both keep a large polygon (a district) as the repeated argument, which PostGIS
-prepares once, instead of re-reading it for every small geometry.
+When one side is a few large polygons (districts, zones: :func:`sdi.planning.engines.zones.largest`),
+that side is first cut into a quadtree of small pieces in temporary tables, and the join's statement runs
+against the pieces (:mod:`~sdi.planning.engines.subdivided`, :mod:`~sdi.planning.engines.subdivided_nearest`,
+:mod:`~sdi.planning.engines.subdivided_summary`): a row inside an inner cell is settled by a box test, a row
+clear of its zone's boundary by a point-in-polygon test on a small piece, and only a row near the boundary is
+tested against the whole polygon, in zone order so that PostGIS keeps it prepared; intersections and
+distances are computed on pieces, never on the whole polygon. Such results come back unsorted, one row per
+(row, piece), and the client keeps one row per pair in key order.
 
-A layer id is joined in place (``layers.<id>``); a GeoDataFrame is first copied into a temporary
-table (:func:`sdi.planning.sources.temp_table`) holding only its geometry and the columns the SQL
-needs, and its attributes are taken back from the frame by row position.
+Otherwise the statements below are written so the planner may drive a join from the side with fewer rows:
+a left join first finds the matching keys with an inner join, and intersections test ``st_covers`` before
+``st_intersection``. Both keep a large polygon as the repeated argument, which PostGIS prepares once.
+
+A layer id is joined in place (``layers.<id>``); a GeoDataFrame is first copied into a temporary table
+(:func:`sdi.planning.sources.temp_table`) holding only its geometry and the columns the SQL needs, and
+its attributes are taken back from the frame by row position. Statements run without JIT compilation:
+the selectivity of spatial tests is guessed, and compiling for guessed millions of rows costs more than
+it saves. (The temporary tables make the plans against pieces serial: PostgreSQL runs no parallel worker
+on a temporary table. Instead, an ``sjoin`` of two layers runs half of its parts on a second connection.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import psycopg
-import shapely
 from psycopg import sql
 
-from sdi.planning.engines.frames import Join, Summary, attributes, dimension, finish, summary_frame, take
-from sdi.planning.sources import LayerTable, layer_table, temp_table
+from sdi.planning.engines import subdivided, subdivided_nearest, subdivided_summary
+from sdi.planning.engines import zones as _zones
+from sdi.planning.engines.frames import Join, Summary, dimension, finish, summary_frame
+from sdi.planning.engines.sides import Side, geometry, paused_gc, side
+from sdi.planning.sources import LayerTable
+
+__all__ = ["Side", "join_statement", "numeric_columns", "run_join", "run_summary", "side", "source_dimension",
+           "summary_statement"]
 
 _PREDICATES = {"intersects": "st_intersects", "within": "st_within", "contains": "st_contains"}
 _AGGREGATES = {"sum": "coalesce(sum({}), 0)", "mean": "avg({})", "min": "min({})", "max": "max({})"}
 _DIMENSIONS = {"point": 0, "multipoint": 0, "linestring": 1, "multilinestring": 1, "polygon": 2, "multipolygon": 2}
 _TIE_MARGIN_M = 1e-6  # nearest: rows this much farther than the KNN distance are re-ranked by st_distance
 _NUMERIC_OIDS = {20, 21, 23, 700, 701, 1700}  # int8, int2, int4, float4, float8, numeric
-
-
-@dataclass(frozen=True)
-class Side:
-    """One input of a join: a loaded layer, or a temporary copy of ``frame``."""
-
-    table: LayerTable
-    frame: gpd.GeoDataFrame | None = None
-
-    def key(self, alias: str) -> sql.Composable:
-        """The row key (primary key, or frame position) qualified by ``alias``."""
-        return sql.Identifier(alias, self.table.primary_key)
-
-    def output(self, alias: str, prefix: str) -> list[sql.Composable]:
-        """Select items for this side's result columns, named ``<prefix><n>``."""
-        names = ["_row"] if self.frame is not None else list(self.table.columns)
-        return [sql.SQL("{} as {}").format(sql.Identifier(alias, c), sql.Identifier(f"{prefix}{i}"))
-                for i, c in enumerate(names)]
-
-    def width(self) -> int:
-        """How many result columns :meth:`output` selects."""
-        return 1 if self.frame is not None else len(self.table.columns)
-
-    def attrs(self, rows: Sequence[Sequence[object]]) -> pd.DataFrame:
-        """This side's attributes from its selected values (one sequence per result row)."""
-        if self.frame is None:
-            return pd.DataFrame([list(r) for r in rows], columns=list(self.table.columns))
-        positions = np.array([-1 if r[0] is None else r[0] for r in rows], dtype=np.int64)
-        return take(attributes(self.frame), positions)
-
-
-def side(conn: psycopg.Connection, source: str | gpd.GeoDataFrame, name: str,
-         columns: Sequence[str] = ()) -> Side:
-    """The :class:`Side` of a layer id, or of a frame copied (geometry, ``columns``) into temp table ``_sdi_<name>``."""
-    if isinstance(source, str):
-        return Side(layer_table(conn, source))
-    copy = source[[*columns, source.geometry.name]]
-    return Side(temp_table(conn, copy, f"_sdi_{name}"), source)
 
 
 def numeric_columns(conn: psycopg.Connection, table: LayerTable) -> dict[str, bool]:
@@ -89,14 +67,12 @@ def source_dimension(conn: psycopg.Connection, src: Side) -> int:
 
 
 def _fetch(conn: psycopg.Connection, query: sql.Composed, params: Sequence[object]) -> list[tuple[object, ...]]:
-    with conn.cursor(binary=True) as cur:
+    with paused_gc(), conn.cursor(binary=True) as cur:
         return cur.execute(query, params).fetchall()
 
 
 def _geometry(values: Sequence[object]) -> np.ndarray:
-    wkb = np.empty(len(values), dtype=object)
-    wkb[:] = [None if v is None else bytes(v) for v in values]  # type: ignore[call-overload]
-    return np.asarray(shapely.from_wkb(wkb), dtype=object)
+    return geometry(values)
 
 
 def _inside(geometry: str, zone: str | sql.Composable) -> sql.Composable:
@@ -171,8 +147,57 @@ def join_statement(join: Join, left: Side, right: Side) -> tuple[sql.Composed, l
     return query, params
 
 
-def run_join(conn: psycopg.Connection, join: Join, left: Side, right: Side) -> gpd.GeoDataFrame:
-    """Run ``join`` as one SQL statement (``right`` is the mask for ``clip``) and assemble the result."""
+def _settle(conn: psycopg.Connection) -> None:
+    """Settings for this transaction's statements: no JIT (see the module docstring), and room to aggregate
+    the candidate pairs of a large layer in memory rather than in temporary files."""
+    conn.execute("set local jit = off")
+    conn.execute("set local work_mem = '64MB'")
+
+
+def _cut_side(conn: psycopg.Connection, join: Join, left: Side, right: Side) -> subdivided.Plan | None:
+    """The plan against pieces when a side of ``join`` is worth cutting (the mask of a clip is unioned first)."""
+    if join.kind == "clip":
+        zoneset = _zones.unioned(conn, right, left, "mask") if _zones.largest(conn, right) else None
+        return None if zoneset is None else subdivided.Plan.make(conn, left, zoneset, True)
+    sizes = {"right": _zones.largest(conn, right),
+             "left": 0 if join.kind == "nearest" else _zones.largest(conn, left)}
+    chosen = max(sizes, key=lambda name: sizes[name])  # the side with the largest polygon; right on a tie
+    if not sizes[chosen]:
+        return None
+    small_left = chosen == "right"
+    small = left if small_left else right
+    zoneset = _zones.plain(conn, right if small_left else left, small, chosen)
+    return None if zoneset is None else subdivided.Plan.make(conn, small, zoneset, small_left)
+
+
+def run_join(conn: psycopg.Connection, join: Join, left: Side, right: Side,
+             helper: Callable[[], psycopg.Connection] | None = None) -> gpd.GeoDataFrame:
+    """Run ``join`` (``right`` is the mask for ``clip``) and assemble the result.
+
+    Against pieces when a side is a few large polygons (see the module docstring), else as one statement.
+    An ``sjoin`` of two layers against pieces in several parts runs every other part on a second connection
+    from ``helper`` (closed afterwards), so two server processes share the work.
+    """
+    _settle(conn)
+    plan = _cut_side(conn, join, left, right)
+    if plan is None:
+        return _run_whole(conn, join, left, right)
+    with paused_gc(), ExitStack() as stack:  # millions of new objects, none in a cycle: collections only walk them
+        if join.kind == "nearest":
+            return subdivided_nearest.run_nearest(conn, join, plan)
+        if join.kind == "within_distance":
+            return subdivided.run_within_distance(conn, join, plan)
+        if join.kind == "sjoin" and helper is not None and plan.shareable:
+            second = stack.enter_context(helper())
+            _settle(second)
+            plan = plan.shared(conn, second)
+        if join.kind == "sjoin" and join.how == "left":
+            return subdivided.run_left(conn, join, plan)
+        return subdivided.run_pairs(conn, join, plan)
+
+
+def _run_whole(conn: psycopg.Connection, join: Join, left: Side, right: Side) -> gpd.GeoDataFrame:
+    """Run ``join`` as one statement on the whole polygons (:func:`join_statement`)."""
     rows = _fetch(conn, *join_statement(join, left, right))
     nl = left.width()
     nr = 0 if join.kind == "clip" else right.width()
@@ -213,7 +238,16 @@ def summary_statement(summary: Summary, source: Side, zones: Side) -> sql.Compos
 
 
 def run_summary(conn: psycopg.Connection, summary: Summary, source: Side, zones: Side) -> gpd.GeoDataFrame:
-    """Summarise ``source`` over ``zones`` in one SQL statement and assemble the result."""
+    """Summarise ``source`` over ``zones`` in one SQL statement and assemble the result.
+
+    Against pieces when the zones (dissolved by ``summary.by`` first) are a few large polygons.
+    """
+    _settle(conn)
+    if _zones.largest(conn, zones):
+        zoneset = (_zones.plain(conn, zones, source, "zones") if summary.by is None
+                   else _zones.dissolved(conn, zones, summary.by, source, "zones"))
+        if zoneset is not None:
+            return subdivided_summary.run_summary(conn, summary, source, zoneset)
     rows = _fetch(conn, summary_statement(summary, source, zones), ())
     width = zones.width() if summary.by is None else 1
     if summary.by is None:

@@ -1,9 +1,10 @@
 /* HK SDI: Leaflet maps of the collection, items and item pages, without any external resource.
  *
- * There is no base map unless `server.map.url` in pygeoapi_config/base.yml names a tile server the
- * browser can reach (an intranet one, say): the pages must work offline, and the default
- * OpenStreetMap tiles need the internet. Features are drawn as SVG paths (points as circle
- * markers), so they show on an empty background. After drawing, the map container gets
+ * The base map is the one setting `server.map` of the server's base.yml (sdi/publishing/basemap.py:
+ * `none`, `landsd` or a block), which _base.html puts on <body> as data-sdi-map-url, -attribution and
+ * -labels (an overlay of place names), with data-sdi-no-base-map (the words shown without one): that
+ * is the only place a page names its base map. With none (the default) the pages work offline: features are drawn as SVG paths (points
+ * as circle markers), so they show on an empty background. After drawing, the map container gets
  * data-sdi-rendered (features drawn) and data-sdi-number-returned (features received).
  */
 (function (window) {
@@ -18,13 +19,27 @@
     });
   }
 
+  /** The page's base map: the server's setting on <body>. */
+  function baseMap() {
+    var body = document.body ? document.body.dataset : {};
+    return {
+      url: body.sdiMapUrl || '',
+      attribution: body.sdiMapAttribution || '',
+      labels: body.sdiMapLabels || '',
+      none: body.sdiNoBaseMap || 'No base map (offline)'
+    };
+  }
+
   function createMap(elementId, options) {
     var element = document.getElementById(elementId);
     var map = L.map(element, {attributionControl: true}).setView([22.35, 114.15], 10);  // Hong Kong
-    if (options.tileUrl) {
-      L.tileLayer(options.tileUrl, {maxZoom: 18, attribution: options.attribution || ''}).addTo(map);
+    var base = baseMap();
+    if (base.url) {
+      L.tileLayer(base.url, {maxZoom: 18, attribution: base.attribution}).addTo(map);
+      if (base.labels) { L.tileLayer(base.labels, {maxZoom: 18}).addTo(map); }
+      element.setAttribute('data-sdi-base-map', base.url);
     } else {
-      map.attributionControl.setPrefix(options.noBaseMap || 'No base map (offline)');
+      map.attributionControl.setPrefix(base.none);
       element.classList.add('sdi-no-base-map');
     }
     return map;

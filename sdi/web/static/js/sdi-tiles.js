@@ -99,6 +99,7 @@
 
   /** What differs between the two tile matrix sets: projection, tile grid, first extent, base map. */
   function gridSetup(tms, element, minZoom, maxZoom) {
+    var page = document.body ? document.body.dataset : {};  // server.map, put there by _base.html
     var bounds = numbers(element.getAttribute('data-bounds'));
     if (bounds && bounds.length !== 4) { bounds = null; }
     if (tms === 'HK80Grid') {
@@ -120,8 +121,9 @@
         viewOptions: {resolutions: hk80Resolutions(HK80_MAX_ZOOM)},
         extent: extent,
         centre: centre && centre.length === 2 ? centre : HK_HK80,
-        baseUrl: element.getAttribute('data-hk80-map-url'),
-        baseAttribution: element.getAttribute('data-hk80-map-attribution')
+        baseUrl: element.getAttribute('data-hk80-map-url') || page.sdiHk80MapUrl || '',
+        baseAttribution: element.getAttribute('data-hk80-map-attribution') || page.sdiHk80MapAttribution || '',
+        labelsUrl: page.sdiHk80MapLabels || ''
       };
     }
     return {  // WebMercatorQuad
@@ -131,8 +133,9 @@
       viewOptions: {maxZoom: HK80_MAX_ZOOM},
       extent: bounds ? ol.proj.transformExtent(bounds, 'EPSG:4326', 'EPSG:3857') : null,
       centre: ol.proj.fromLonLat(HK_LONLAT),
-      baseUrl: element.getAttribute('data-base-map-url'),
-      baseAttribution: element.getAttribute('data-base-map-attribution')
+      baseUrl: element.getAttribute('data-base-map-url') || page.sdiMapUrl || '',
+      baseAttribution: element.getAttribute('data-base-map-attribution') || page.sdiMapAttribution || '',
+      labelsUrl: page.sdiMapLabels || ''
     };
   }
 
@@ -196,6 +199,10 @@
       layers.push(new ol.layer.Tile({source: new ol.source.XYZ({
         url: grid.baseUrl.replace('{s}', '{a-c}'), projection: grid.projection, tileGrid: grid.baseGrid,
         attributions: grid.baseAttribution || undefined})}));
+      if (grid.labelsUrl) {
+        layers.push(new ol.layer.Tile({source: new ol.source.XYZ({
+          url: grid.labelsUrl.replace('{s}', '{a-c}'), projection: grid.projection, tileGrid: grid.baseGrid})}));
+      }
     } else {
       element.classList.add('sdi-no-base-map');
     }
