@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,19 @@ from sdi.cli._common import clean_errors, consoles, settings_from_env
 from sdi.cli.ports import check_port, where
 from sdi.db import redact
 from sdi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sdi.web.settings import WebSettings
+
+
+def web_settings() -> WebSettings:
+    """The web settings from the ``SDI_*`` environment; a bad variable is a one-line :class:`ConfigError`."""
+    from sdi.web.settings import WebSettings
+
+    try:
+        return WebSettings()
+    except Exception as exc:  # pydantic ValidationError: a bad SDI_* variable
+        raise ConfigError(f"invalid SDI_* setting: {str(exc).splitlines()[1:3]}") from exc
 
 
 @clean_errors
@@ -31,7 +44,8 @@ def publish_cmd(
     from sdi.publishing.config import publish
 
     settings = settings_from_env()
-    result = publish(settings, output_dir=output_dir, public_url=public_url, base_file=base)
+    result = publish(settings, output_dir=output_dir, public_url=public_url, base_file=base,
+                     basemap=web_settings().basemap)
     consoles.out.print(f"wrote {result.config} ({len(result.collections)} collections: "
                        f"{', '.join(result.collections)})", markup=False)
     consoles.out.print(f"wrote {result.openapi}", markup=False)
@@ -53,16 +67,13 @@ def serve_cmd(
     from sdi.publishing.app import serve_environment
     from sdi.publishing.config import read_base
     from sdi.web.assets import default_base
-    from sdi.web.settings import WebSettings
 
     settings = settings_from_env()
-    try:
-        web = WebSettings()
-    except Exception as exc:  # pydantic ValidationError: a bad SDI_* variable
-        raise ConfigError(f"invalid SDI_* setting: {str(exc).splitlines()[1:3]}") from exc
+    web = web_settings()
     if config is not None:
         os.environ["SDI_SERVER_CONFIG"] = str(config.resolve())
-    read_base(config or web.server_config or default_base())  # fail now, with the file's name, not in each worker
+    # fail now, with the file's name, not in each worker
+    read_base(config or web.server_config or default_base(), web.basemap)
     check_port(host, port, workers=workers)
     os.environ.update(serve_environment(settings, web))  # the workers (spawned) inherit it
     check_port(host, port, workers=workers)  # again: preparing the database role may have taken a while

@@ -24,7 +24,7 @@ from sdi.catalogue.models import CatalogueRecord
 from sdi.crs import CRS84_URI, SERVED_CRS, STORAGE_CRS_URI
 from sdi.db import connect
 from sdi.errors import ConfigError, SdiError
-from sdi.publishing.basemap import resolve_base_map
+from sdi.publishing.basemap import PRESETS, resolve_base_map
 from sdi.publishing.jobs import manager_config
 from sdi.publishing.metadata_check import check_server_metadata
 from sdi.publishing.tiles import coverage_provider, tile_provider
@@ -58,10 +58,10 @@ class Published:
     collections: list[str]
 
 
-def read_base(path: Path) -> dict[str, Any]:
-    """Read the hand-edited base configuration: ``server.map`` resolved (:func:`resolve_base_map`) and the
-    metadata checked for placeholders (:func:`check_server_metadata`); :class:`ConfigError` when missing, not a
-    mapping, or either check fails."""
+def read_base(path: Path, basemap: str | None = None) -> dict[str, Any]:
+    """Read the hand-edited base configuration: ``server.map`` resolved (:func:`resolve_base_map`), or replaced
+    by the preset ``basemap`` (``SDI_BASEMAP``) when given, and the metadata checked for placeholders
+    (:func:`check_server_metadata`); :class:`ConfigError` when missing, not a mapping, or either check fails."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -69,6 +69,11 @@ def read_base(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("server"), dict):
         raise ConfigError(f"{path}: expected a mapping with a 'server' section")
     check_server_metadata(doc, str(path))
+    if basemap is not None:
+        if not basemap.strip() or basemap.strip().lower() not in PRESETS:
+            raise ConfigError(f"SDI_BASEMAP: {basemap!r} is no base map preset; use one of {sorted(PRESETS)} (or a "
+                              f"server.map block with url and attribution in {path})")
+        return {**doc, "server": resolve_base_map({**doc["server"], "map": basemap}, "SDI_BASEMAP")}
     return {**doc, "server": resolve_base_map(doc["server"], str(path))}
 
 
@@ -259,7 +264,7 @@ def write_openapi(config_path: Path, openapi_path: Path, database_url: str) -> N
 
 
 def publish(settings: Settings, output_dir: Path | None = None, public_url: str | None = None,
-            base_file: Path | None = None) -> Published:
+            base_file: Path | None = None, basemap: str | None = None) -> Published:
     """Write ``pygeoapi-config.yml`` and ``pygeoapi-openapi.yml`` from the catalogue.
 
     Parameters
@@ -273,6 +278,8 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
     base_file
         The hand-edited server metadata (default ``<output_dir>/base.yml`` when it exists, else the packaged
         ``sdi/web/base.yml``).
+    basemap
+        A base map preset (``SDI_BASEMAP``) in place of the base configuration's ``server.map``.
 
     Returns
     -------
@@ -281,7 +288,7 @@ def publish(settings: Settings, output_dir: Path | None = None, public_url: str 
     """
     out = Path(output_dir or CONFIG_DIR)
     base_path = base_file or (out / BASE_FILE if (out / BASE_FILE).is_file() else default_base())
-    base = resolve_templates(read_base(base_path), base_path.parent)
+    base = resolve_templates(read_base(base_path, basemap), base_path.parent)
     base["server"]["templates"] = package_templates(base["server"].get("templates"))
     # a snapshot is served by pygeoapi, which knows no identities: restricted layers are left out
     records = [r for r in Catalogue(settings).search(limit=1000).records if r.access_groups is None]

@@ -50,7 +50,7 @@ LANGUAGES = {"en": ["en-US", "zh"], "zh": ["zh", "en-US"]}  #: babel has no plai
 def server_base(runtime: Runtime) -> dict[str, Any]:
     """The server metadata (``server``, ``metadata``, ``logging``, process resources) the API is built from."""
     path = runtime.web.server_config or default_base()
-    base = resolve_templates(read_base(path), path.parent)
+    base = resolve_templates(read_base(path, runtime.web.basemap), path.parent)
     server = dict(base["server"])
     server["templates"] = package_templates(server.get("templates"))
     resources = {k: v for k, v in dict(base.get("resources") or {}).items()

@@ -28,6 +28,9 @@ class WebSettings(BaseSettings):
                                        description="Where a generated read-only role password is kept.")
     reader_host: str | None = Field(None, description="Host the read-only role connects to (default: "
                                                       "the database URL's TCP host, else 127.0.0.1).")
+    basemap: str | None = Field(None, description="Base map of the HTML pages, by preset name (`none`, `landsd`: the "
+                                "Lands Department's public base map): overrides `server.map` of the server "
+                                "configuration.")
     pool_min: int = Field(1, ge=0, le=100, description="Database connections each worker keeps open.")
     pool_max: int = Field(8, ge=1, le=200, description="Most database connections of one worker.")
     pool_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds a request waits for a free "

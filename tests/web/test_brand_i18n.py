@@ -259,6 +259,28 @@ def test_base_map_presets_and_blocks() -> None:
         resolve_base_map({"map": {"url": "x", "tiles": "y"}}, "b.yml")
 
 
+def test_sdi_basemap_overrides_the_file_s_map(tmp_path: Path) -> None:
+    """``SDI_BASEMAP`` (a preset) wins over ``server.map`` of the file, for serve and publish alike."""
+    packaged = read_base(default_base())
+    assert packaged["server"]["map"]["url"] == ""  # offline by default
+    chosen = read_base(default_base(), "landsd")
+    assert chosen["server"]["map"]["url"].endswith("/xyz/basemap/WGS84/{z}/{x}/{y}.png")
+    assert chosen["server"]["map_hk80"]["url"].endswith("/xyz/basemap/HK80/{z}/{x}/{y}.png")
+    assert read_base(default_base(), "none")["server"]["map"]["url"] == ""
+    with pytest.raises(ConfigError, match=r"^SDI_BASEMAP: 'osm' is no base map preset"):
+        read_base(default_base(), "osm")
+
+
+def test_a_bad_sdi_basemap_is_one_line_before_serving(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SDI_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x",
+           "HOME": str(tmp_path), "SDI_BASEMAP": "osm"}
+    run = subprocess.run([sys.executable, "-m", "sdi.cli", "serve", "--port", "1"], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=tmp_path)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode != 0 and len(lines) == 1 and "SDI_BASEMAP: 'osm'" in lines[0], run.stderr
+    assert "serving" not in run.stderr and "Traceback" not in run.stderr
+
+
 # --- on a live server ----------------------------------------------------------------------------------------
 
 
