@@ -26,7 +26,6 @@ Run: ``make bench-joins`` (200,000 and 1,000,000 lots, 3 paired runs), or
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -55,9 +54,10 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
 sys.path.insert(0, str(ROOT))
 
+from _bench_db import admin_url, import_path, recreate_database  # noqa: E402  (benchmarks/ is not a package)
+
 from loaders.pipeline import load  # noqa: E402
 from sdi import planning  # noqa: E402
-from sdi.db import init_db  # noqa: E402
 from sdi.layerdef import read_definition  # noqa: E402
 from sdi.settings import Settings  # noqa: E402
 
@@ -68,33 +68,7 @@ TOLERANCE = 1e-6
 console = Console(width=160)
 
 
-def import_path(name: str, path: Path) -> ModuleType:
-    """Import a module from a file that is not on a package path."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # --- data and database ------------------------------------------------------------------------------------
-
-
-def admin_url(server: str) -> str:
-    """The URL of the server's ``postgres`` database (to create and drop the benchmark database)."""
-    return make_conninfo(**{**conninfo_to_dict(server), "dbname": "postgres"})  # type: ignore[arg-type]
-
-
-def create_database(server: str, dbname: str) -> str:
-    """Drop and create ``dbname`` on the server, initialise it (``sdi db init``), return its URL."""
-    with psycopg.connect(admin_url(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
-    url = make_conninfo(**{**conninfo_to_dict(server), "dbname": dbname})  # type: ignore[arg-type]
-    init_db(Settings(database_url=url))
-    return url
 
 
 def drop_database(server: str, dbname: str) -> None:
@@ -310,7 +284,7 @@ def main() -> int:
         with psycopg.connect(url) as conn:
             loaded = {r[0] for r in conn.execute("select id from sdi.layer")}
     else:
-        create_database(args.server, args.dbname)
+        recreate_database(args.server, args.dbname)
         loaded.add(load_layer(DISTRICTS, Settings(database_url=url)))
     generator = import_path("synthetic_planning", GENERATOR)
     records: list[dict[str, Any]] = []

@@ -31,7 +31,6 @@ N grows (median ~120 m² at 1,000,000), so with the shipped 1000 m² only a few 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -43,9 +42,7 @@ from types import ModuleType
 from typing import Any
 
 import geopandas as gpd
-import psycopg
 import yaml
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich import box
 from rich.console import Console
@@ -57,10 +54,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import naive_sites  # noqa: E402  (benchmarks/ is not a package)
+from _bench_db import import_path, recreate_database  # noqa: E402
 
 from loaders.pipeline import load  # noqa: E402
 from loaders.raster import cog_path  # noqa: E402
-from sdi.db import init_db  # noqa: E402
 from sdi.layerdef import read_definition  # noqa: E402
 from sdi.planning.cli_cluster import cli_cluster  # noqa: E402
 from sdi.settings import Settings  # noqa: E402
@@ -72,30 +69,7 @@ ENGINES = ("naive", "postgis", "geopandas", "dask1", "dask2")
 console = Console(width=160)  # wide enough that the table never wraps in a log
 
 
-def import_path(name: str, path: Path) -> ModuleType:
-    """Import a module from a file that is not on a package path."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # --- database and loading ---------------------------------------------------------------------------------
-
-
-def recreate_database(server: str, dbname: str) -> str:
-    """Drop and create ``dbname`` on the server, initialise it (``sdi db init``), return its URL."""
-    params = conninfo_to_dict(server)
-    admin = make_conninfo(**{**params, "dbname": "postgres"})  # type: ignore[arg-type]
-    url = make_conninfo(**{**params, "dbname": dbname})  # type: ignore[arg-type]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
-    init_db(Settings(database_url=url))
-    return url
 
 
 def write_definition(folder: Path, layer_id: str, source: Path, n_lots: int) -> Path:
