@@ -72,16 +72,7 @@ def test_unknown_host_is_one_line(tmp_path: Path) -> None:
 def test_free_port_and_closing_connections_pass() -> None:
     """A free port passes; so does one whose accepted connection the server closed first (TIME_WAIT on its
     side), which a bind without SO_REUSEADDR would refuse."""
-    with socket.socket() as server:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = int(server.getsockname()[1])
-        client = socket.create_connection(("127.0.0.1", port))
-        accepted, _ = server.accept()
-        accepted.close()  # the server's side closes first: its end goes to TIME_WAIT
-        time.sleep(0.2)
-        client.close()
+    port = _time_wait_port()
     with socket.socket() as strict, pytest.raises(OSError):
         strict.bind(("127.0.0.1", port))  # the situation the test is about
     check_port("127.0.0.1", port)
