@@ -348,7 +348,7 @@ async def item(request: Request) -> Response:
     note_features(1)
     here = f"{base}/collections/{layer.id}/items/{request.path_params['fid']}"
     extra = query_string({k: v for k, v in params.items() if k != "f"})
-    name = feature_title({"title": title_value.decode("utf-8") if title_value is not None else None}, "title", fid)
+    name = feature_title(title_value.decode("utf-8") if title_value is not None else None, fid)
     links = [
         {"rel": "self" if fmt == "json" else "alternate", "type": GEOJSON, "title": f"{name} as GeoJSON",
          "href": here + (extra + "&" if extra else "?") + "f=json"},

@@ -86,9 +86,8 @@ async def title_field(runtime: Runtime, layer: LayerMeta, lang: str) -> str | No
     return choose_title_field(layer, lang, cache[key])
 
 
-def feature_title(properties: Mapping[str, Any] | None, field: str | None, fid: Any) -> str:
-    """What names a feature: its ``field`` value, or its id when that is empty."""
-    value = (properties or {}).get(field) if field else None
+def feature_title(value: Any, fid: Any) -> str:
+    """What names a feature: the value of its title field, or its id when that is empty (or there is none)."""
     if value is None or str(value).strip() == "":
         return str(fid)
     return str(value)

@@ -99,10 +99,10 @@ def test_the_title_field_is_detected_by_name(columns: list[str], lang: str, expe
 
 
 def test_a_feature_without_a_name_is_named_by_its_id() -> None:
-    assert feature_title({"name_en": "SHA TIN"}, "name_en", 7) == "SHA TIN"
-    assert feature_title({"name_en": " "}, "name_en", 7) == "7"
-    assert feature_title({"name_en": None}, "name_en", 7) == "7"
-    assert feature_title(None, None, "a") == "a"
+    assert feature_title("SHA TIN", 7) == "SHA TIN"
+    assert feature_title(" ", 7) == "7"
+    assert feature_title(None, 7) == "7"
+    assert feature_title(None, "a") == "a"
 
 
 def _readable_html(value: Any) -> str:
