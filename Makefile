@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: setup demo test lint bench bench-api bench-planning bench-joins clean-venv
+.PHONY: setup demo test lint bench bench-tools bench-api bench-overload bench-planning bench-joins clean-venv
 
 setup:
 	@bash scripts/setup.sh
@@ -25,8 +25,14 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/load_bench.py
 
-bench-api: setup
+bench-tools:
+	@bash scripts/bench_tools.sh
+
+bench-api: setup bench-tools
 	$(BIN)/python benchmarks/api_bench.py
+
+bench-overload: setup
+	$(BIN)/python benchmarks/overload_bench.py
 
 bench-planning: setup
 	$(BIN)/python benchmarks/planning_bench.py

@@ -39,6 +39,9 @@ START_TIMEOUT_S = 180.0  #: seconds a server may take to answer its first reques
 STOP_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 1800.0  #: sdi db init / load / publish
 CONNECT_TIMEOUT_S = 10
+#: The role the other servers read as: the API's login role (NOINHERIT since access control) reads the public's
+#: layers after switching to it, as sdi does for an anonymous request (``sdi.access.roles.ANON``).
+PUBLIC_ROLE = "sdi_anon"
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG2326 = "http://www.opengis.net/def/crs/EPSG/0/2326"
 SETUP = {
@@ -117,7 +120,7 @@ def _stored_password(path: Path) -> str:
 
 def _login_error(url: str) -> str | None:
     try:
-        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, options=f"-c role={PUBLIC_ROLE}") as conn:
             conn.execute(f"select 1 from layers.{LAYER} limit 1")
         return None
     except psycopg.Error as exc:
@@ -127,6 +130,9 @@ def _login_error(url: str) -> str | None:
 
 def reader_url(owner_url: str) -> tuple[str, str]:
     """URL and password of the read-only role (``SDI_READER_ROLE``, default ``sdi_reader``) over TCP.
+
+    The servers compared with sdi log in with it and switch to :data:`PUBLIC_ROLE` at connection start (TiPg:
+    asyncpg's ``?role=`` server setting; stock pygeoapi: ``PGOPTIONS``), as sdi does for anonymous requests.
 
     The password is found as ``sdi serve`` finds it: ``SDI_READER_PASSWORD``, else the file
     ``~/.config/hk-sdi/reader-password`` (``SDI_READER_PASSWORD_FILE``), generated once; when the role
@@ -302,7 +308,7 @@ def start_tipg(*, port: int, workers: int, reader: str, password: str, log_dir: 
     """Start ``uvicorn tipg.main:app`` (schema ``layers``, the read-only role) and wait until it answers."""
     uvicorn = venv_tool("tipg", "uvicorn")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-           "DATABASE_URL": reader, "TIPG_DB_SCHEMAS": '["layers"]', "TIPG_CATALOG_TTL": "0"}
+           "DATABASE_URL": f"{reader}?role={PUBLIC_ROLE}", "TIPG_DB_SCHEMAS": '["layers"]', "TIPG_CATALOG_TTL": "0"}
     cmd = [str(uvicorn), "tipg.main:app", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--log-level", "warning"]
     shown = _shown(cmd, env, ("DATABASE_URL", "TIPG_DB_SCHEMAS", "TIPG_CATALOG_TTL"), password)
@@ -356,7 +362,7 @@ def start_stock(*, port: int, workers: int, reader: str, password: str, log_dir:
     uvicorn = venv_tool("stock", "uvicorn")
     cfg, openapi = _stock_config(log_dir, f"http://127.0.0.1:{port}", reader)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-           "PYGEOAPI_CONFIG": str(cfg), "PYGEOAPI_OPENAPI": str(openapi)}
+           "PYGEOAPI_CONFIG": str(cfg), "PYGEOAPI_OPENAPI": str(openapi), "PGOPTIONS": f"-c role={PUBLIC_ROLE}"}
     cmd = [str(uvicorn), "pygeoapi.starlette_app:APP", "--host", "127.0.0.1", "--port", str(port), "--workers",
            str(workers), "--log-level", "warning"]
     shown = _shown(cmd, env, ("PYGEOAPI_CONFIG", "PYGEOAPI_OPENAPI"), password)

@@ -14,7 +14,8 @@ What it does, in one run:
    with the first 100 ids of each box (by id), one item, and the ids of the features in the tile.
 3. Starts the servers, each with ``--workers`` uvicorn workers, on 127.0.0.1, reading the same database
    as the read-only role ``sdi_reader`` over TCP: sdi with ``SDI_TILE_CACHE_MB=0`` (no tile cache; it
-   switches to the read-only role itself) and TiPg (``uvicorn tipg.main:app``, ``TIPG_DB_SCHEMAS=["layers"]``,
+   switches to the read-only role itself, and reads as the public ``sdi_anon``) and TiPg (``uvicorn
+   tipg.main:app``, logged in as ``sdi_reader`` reading as ``sdi_anon``, ``TIPG_DB_SCHEMAS=["layers"]``,
    ``TIPG_CATALOG_TTL=0`` so no catalogue refresh runs during the measurement). ``--with-stock`` adds
    pygeoapi with its stock PostgreSQL providers.
 4. Checks, before any load, each server's answers against the truth and sdi's against TiPg's: for each
@@ -41,11 +42,12 @@ sdi is started by :func:`_api_bench_servers.start_sdi`: ``python -m sdi.cli serv
 ``--legacy-publish``, the interface before the server rewrite (``sdi publish --output-dir D --public-url
 URL``, then ``sdi serve --config D/pygeoapi-config.yml``). ``--sdi-root`` serves another checkout.
 
-Setup (once, from the repository root; the venvs are under the git-ignored ``benchmarks/out/``)::
+Setup: ``make bench-api`` runs ``scripts/bench_tools.sh`` first, which does (once; the venvs are under the
+git-ignored ``benchmarks/out/``)::
 
     python3 -m venv benchmarks/out/.venv-tipg && benchmarks/out/.venv-tipg/bin/pip install 'tipg>=1.6,<1.7' uvicorn
     apt-get install -y wrk    # as root
-    # only for --with-stock:
+    # only for --with-stock, by hand:
     python3 -m venv benchmarks/out/.venv-stock && benchmarks/out/.venv-stock/bin/pip install \\
         pygeoapi==0.21.0 psycopg2-binary GeoAlchemy2 SQLAlchemy starlette uvicorn
 
