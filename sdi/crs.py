@@ -23,6 +23,7 @@ from pyproj.exceptions import CRSError as PyprojCRSError
 from pyproj.exceptions import ProjError
 
 from sdi.errors import CrsError, ExtentError
+from sdi.numerals import decimal_integer
 
 HK_GRID = 2326  #: Hong Kong 1980 Grid System, the SDI's storage CRS
 HK80_GEOG = 4611  #: Hong Kong 1980 geographic CRS
@@ -75,7 +76,7 @@ def parse_crs(value: str | int | CRS, *, what: str = "crs") -> CRS:
         text = str(value).strip()
         if text.startswith("+") or "+proj=" in text:
             raise CrsError(f"{what}: PROJ strings are refused ({text[:40]!r}); give an EPSG code such as EPSG:2326")
-        if text.isdigit():
+        if decimal_integer(text, max_digits=6) is not None:
             text = f"EPSG:{text}"
         try:
             crs = CRS.from_user_input(text)
@@ -282,13 +283,14 @@ def uri_crs(uri: str, *, what: str = "crs") -> UriCrs:
         return UriCrs(CRS84_URI, WGS84_GEOG, False, True, 7)
     prefix = EPSG_URI.format("")
     code = text[len(prefix):] if text.startswith(prefix) else text[5:] if text.upper().startswith("EPSG:") else ""
-    if not code.isdigit() or len(code) > 6:
+    epsg = decimal_integer(code, max_digits=6)
+    if epsg is None:
         raise CrsError(f"{what}: {uri[:80]!r} is not a CRS URI such as {STORAGE_CRS_URI}")
     try:
-        crs = CRS.from_epsg(int(code))
+        crs = CRS.from_epsg(epsg)
     except PyprojCRSError as exc:
         raise CrsError(f"{what}: unknown CRS {uri[:80]!r}") from exc
     axes = crs.axis_info
     north = bool(axes) and axes[0].direction.lower() in ("north", "south")
     degrees = bool(axes) and axes[0].unit_name.lower().startswith("deg")
-    return UriCrs(crs_uri(int(code)), int(code), north, bool(crs.is_geographic), 7 if degrees else 2)
+    return UriCrs(crs_uri(epsg), epsg, north, bool(crs.is_geographic), 7 if degrees else 2)

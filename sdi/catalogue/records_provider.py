@@ -44,6 +44,7 @@ from sdi.catalogue.store import rebase
 from sdi.db import connect
 from sdi.distribution.formats import FORMATS, with_downloads
 from sdi.errors import ConfigError, DatabaseUnavailableError, SdiError, ServiceBusyError, http_status
+from sdi.numerals import ASCII_SPACE, decimal_integer
 from sdi.settings import Settings
 
 TOPIC_SCHEME = "https://standards.iso.org/iso/19115/resources/Codelists/cat/codelists.xml#MD_TopicCategoryCode"
@@ -351,10 +352,10 @@ class CatalogueRecordsProvider(BaseProvider):
                     raise ProviderInvalidQueryError(user_msg=f"{name}: expected true or false, got {value!r}")
                 value = text in ("true", "1", "yes")
             elif self._fields[name]["type"] == "integer":
-                try:
-                    value = int(value)
-                except (TypeError, ValueError) as exc:
-                    raise ProviderInvalidQueryError(user_msg=f"{name}: expected an integer, got {value!r}") from exc
+                number = decimal_integer(str(value).strip(ASCII_SPACE), signed=True)
+                if number is None:
+                    raise ProviderInvalidQueryError(user_msg=f"{name}: expected an integer, got {value!r}")
+                value = number
             filters[name] = value
         return filters
 

@@ -63,13 +63,26 @@ def links(definition: LayerDefinition, public_url: str | None, kind: str) -> lis
 
 
 def temporal_extent(conn: psycopg.Connection, table: str, date_columns: list[str]) -> tuple[Any, Any]:
-    """(earliest, latest) over a loaded table's date and timestamp columns, or (None, None)."""
+    """(earliest, latest) over a loaded table's date and timestamp columns, or (None, None).
+
+    Dates and ``timestamp without time zone`` values are read as UTC (as the API's ``datetime`` reads them), so
+    the extent does not depend on the session's ``TimeZone``.
+    """
     if not date_columns:
         return None, None
-    mins = psycopg.sql.SQL(", ").join(psycopg.sql.SQL("min({})::timestamptz").format(psycopg.sql.Identifier(c))
-                                      for c in date_columns)
-    maxs = psycopg.sql.SQL(", ").join(psycopg.sql.SQL("max({})::timestamptz").format(psycopg.sql.Identifier(c))
-                                      for c in date_columns)
+    types: dict[str, str] = dict(conn.execute(
+        "select attname, format_type(atttypid, atttypmod) from pg_attribute where attrelid = %s::regclass"
+        " and attname = any(%s) and not attisdropped",
+        (psycopg.sql.Identifier("layers", table).as_string(conn), date_columns)).fetchall())
+
+    def utc(fn: str, column: str) -> psycopg.sql.Composable:
+        agg = psycopg.sql.SQL(fn + "({})").format(psycopg.sql.Identifier(column))
+        if str(types.get(column, "")).startswith("timestamp with time zone"):
+            return agg
+        return psycopg.sql.SQL("timezone('UTC', {}::timestamp)").format(agg)
+
+    mins = psycopg.sql.SQL(", ").join(utc("min", c) for c in date_columns)
+    maxs = psycopg.sql.SQL(", ").join(utc("max", c) for c in date_columns)
     query = psycopg.sql.SQL("select least({}), greatest({}) from layers.{}").format(
         mins, maxs, psycopg.sql.Identifier(table))
     row = conn.execute(query).fetchone()

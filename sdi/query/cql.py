@@ -8,13 +8,21 @@ quoted and every value is bound as a *named* placeholder, so a clause can appear
 Geometry literals are in ``filter-crs`` (CRS84 by default), in that CRS's axis order: EPSG:4326 literals are
 latitude first and EPSG:2326 ones northing first; they are flipped to x/y when the CRS's first axis points
 north, then transformed to the layer's SRID in PostGIS.
+
+Temporal values are bound typed for the column they meet, so no comparison depends on the session's
+``TimeZone`` (PostgreSQL converts between ``date``, ``timestamp`` and ``timestamptz`` at that zone): a ``date``
+column is compared with UTC calendar days (a date-time literal becomes the day it falls on in UTC), a
+``timestamp`` column with naive UTC date-times, a ``timestamptz`` column with UTC date-times; date-times
+without an offset are UTC, and a date literal compared with a timestamp column stands for its whole UTC day
+(:func:`time_condition`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
@@ -52,6 +60,173 @@ _DISTANCE_UNITS = {"meters": 1.0, "metres": 1.0, "m": 1.0, "kilometers": 1000.0,
                    "km": 1000.0, "feet": 0.3048, "ft": 0.3048, "statute miles": 1609.344, "miles": 1609.344,
                    "nautical miles": 1852.0}
 _TEXT_FUNCTIONS = ("lower", "casei", "upper", "accenti")
+#: Temporal predicates against an interval, on a date or timestamp column: how their terms combine, and each
+#: term as (which end, operator of :func:`time_condition`).
+_INTERVAL_TERMS: dict[type, tuple[str, tuple[tuple[str, str], ...]]] = {
+    ast.TimeBefore: ("and", (("start", "<"),)),
+    ast.TimeAfter: ("and", (("end", ">"),)),
+    ast.TimeDuring: ("and", (("start", ">start"), ("end", "<end"))),
+    ast.TimeOverlaps: ("and", (("start", ">="), ("end", "<="))),  # CQL2 JSON t_intersects
+    ast.TimeBeforeOrDuring: ("and", (("end", "<end"),)),
+    ast.TimeDuringOrAfter: ("and", (("start", ">start"),)),
+    ast.TimeDisjoint: ("or", (("start", "<"), ("end", ">"))),
+}
+#: Temporal predicates against an instant, on a date or timestamp column: the operator of :func:`time_condition`.
+_INSTANT_OPS = {ast.TimeBefore: "<", ast.TimeAfter: ">", ast.TimeEquals: "=", ast.TimeOverlaps: "=",
+                ast.TimeDisjoint: "<>"}
+_SWAPPED = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "<>": "<>"}
+
+
+def time_kind(pg_type: str | None) -> str | None:
+    """How temporal values are compared with a column of ``pg_type``: ``"date"``, ``"timestamp"`` (without time
+    zone), ``"timestamptz"``, or ``None`` for a column that holds no dates."""
+    text = " ".join((pg_type or "").lower().split())
+    if text == "date":
+        return "date"
+    if text == "timestamptz" or (text.startswith("timestamp") and text.endswith(" with time zone")):
+        return "timestamptz"
+    return "timestamp" if text.startswith("timestamp") else None
+
+
+@dataclass(frozen=True)
+class TimeSpan:
+    """The values of a date or timestamp column that one date or date-time stands for.
+
+    Attributes
+    ----------
+    first
+        The first value in the column's type (a ``date``, a naive or an aware UTC ``datetime``).
+    last
+        The last value or, when ``exclusive``, the first value after the span.
+    exclusive
+        Whether ``last`` lies outside the span (a whole day on a timestamp column).
+    """
+
+    first: dt.date
+    last: dt.date
+    exclusive: bool = False
+
+
+def time_span(value: dt.date, kind: str) -> TimeSpan:
+    """``value`` (a date, or a date-time; one without an offset is UTC) in the terms of a ``kind`` column.
+
+    On a ``date`` column that is one day: a date-time's UTC calendar date. On a timestamp column a date-time is
+    one instant and a date its whole UTC day ``[00:00, next day 00:00)``; ``timestamp`` columns get naive UTC
+    values, ``timestamptz`` ones aware UTC values.
+
+    Raises
+    ------
+    QueryError
+        When the value lies at the end of the calendar (year 1 or 9999) and cannot be moved to UTC.
+    """
+    try:
+        if kind == "date":
+            day = _utc(value).date() if isinstance(value, dt.datetime) else value
+            return TimeSpan(day, day)
+        if isinstance(value, dt.datetime):
+            first = last = _utc(value)
+            exclusive = False
+        else:
+            first = dt.datetime.combine(value, dt.time.min, dt.UTC)
+            last, exclusive = first + dt.timedelta(days=1), True
+    except OverflowError:
+        raise QueryError(f"filter: {value.isoformat()[:40]!r} is out of range") from None
+    if kind == "timestamp":
+        first, last = first.replace(tzinfo=None), last.replace(tzinfo=None)
+    return TimeSpan(first, last, exclusive)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def time_condition(column: sql.Composable, kind: str, op: str, value: dt.date,
+                   bind: Callable[[Any], sql.Composable]) -> sql.Composable:
+    """``column op value`` with ``value`` bound in the column's own type (see :func:`time_span`).
+
+    Parameters
+    ----------
+    column
+        The date or timestamp column.
+    kind
+        Its :func:`time_kind`.
+    op
+        ``=``, ``<>``, ``<``, ``<=``, ``>``, ``>=`` (on a date column: day against day; on a timestamp column a
+        date's whole day: ``=`` within it, ``<`` before it, ``<=`` before its end, ``>`` after it, ``>=`` from
+        its start), or ``>start`` / ``<end``: strictly after the span's start, strictly before its end.
+    value
+        A date or date-time literal.
+    bind
+        Binds a value and returns its placeholder.
+    """
+    span = time_span(value, kind)
+    if op in ("<", ">=", ">start"):
+        return sql.SQL("({} " + {"<": "<", ">=": ">=", ">start": ">"}[op] + " {})").format(column, bind(span.first))
+    if op in ("<=", ">", "<end"):
+        text = {"<=": "<", ">": ">=", "<end": "<"}[op] if span.exclusive else {"<=": "<=", ">": ">", "<end": "<"}[op]
+        return sql.SQL("({} " + text + " {})").format(column, bind(span.last))
+    if op not in ("=", "<>"):
+        raise QueryError(f"filter: unsupported comparison {op!r}")
+    if not span.exclusive:
+        return sql.SQL("({} " + op + " {})").format(column, bind(span.first))
+    text = "({c} >= {a} and {c} < {b})" if op == "=" else "({c} < {a} or {c} >= {b})"
+    return sql.SQL(text).format(c=column, a=bind(span.first), b=bind(span.last))
+
+
+def interval_condition(column: sql.Composable, kind: str, start: dt.date | None, end: dt.date | None,
+                       bind: Callable[[Any], sql.Composable], predicate: type = ast.TimeOverlaps) -> sql.Composable:
+    """``column`` against the closed interval ``[start, end]`` (``None``: open) with a temporal ``predicate``
+    (by default intersects, as ``datetime`` asks), values typed for the column (:func:`time_condition`).
+
+    Raises
+    ------
+    QueryError
+        For a predicate that does not compare an instant with an interval.
+    """
+    forms = _INTERVAL_TERMS.get(predicate)
+    if forms is None:
+        raise QueryError(f"filter: {predicate.__name__} needs an instant")
+    joiner, terms = forms
+    parts: list[sql.Composable] = []
+    for which, op in terms:
+        value = start if which == "start" else end
+        if value is not None:
+            parts.append(time_condition(column, kind, op, value, bind))
+        elif joiner == "and" and op in ("<", ">"):  # before the open start / after the open end: nothing
+            return sql.SQL("false")
+    if not parts:
+        return sql.SQL("false") if joiner == "or" else sql.SQL("({} is not null)").format(column)
+    return sql.SQL("({})").format(sql.SQL(f" {joiner} ").join(parts))
+
+
+@dataclass(frozen=True)
+class _Period:
+    """An interval literal's ends as Python values (durations resolved; ``None``: open)."""
+
+    start: dt.date | None
+    end: dt.date | None
+
+
+def _period(node: values.Interval) -> _Period:
+    start, end = node.start, node.end
+    try:
+        if isinstance(end, dt.timedelta) and isinstance(start, dt.date):
+            end = start + end
+        elif isinstance(start, dt.timedelta) and isinstance(end, dt.date):
+            start = end - start
+    except OverflowError:
+        raise QueryError("filter: an interval reaches beyond the calendar") from None
+    if not all(v is None or isinstance(v, dt.date) for v in (start, end)):
+        raise QueryError("filter: an interval needs dates or date-times at its ends (or '..')")
+    return _Period(start, end)
+
+
+class _Bound(sql.Placeholder):
+    """A placeholder that remembers its parameter name (so a value can be bound again, typed for its column)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 def _is_number(value: object) -> bool:
@@ -159,12 +334,41 @@ class SqlEvaluator(Evaluator):
         self.srid = srid
         self.filter_crs = filter_crs
         self.params: dict[str, Any] = {}
+        self._count = 0
+
+    def _next(self) -> int:
+        self._count += 1
+        return self._count - 1
 
     def bind(self, value: Any) -> sql.Composable:
         """A named placeholder for ``value``."""
-        name = f"cql{len(self.params)}"
+        name = f"cql{self._next()}"
         self.params[name] = value
-        return sql.Placeholder(name)
+        return _Bound(name)
+
+    def unbind(self, placeholder: Any) -> None:
+        """Forget the value behind ``placeholder`` (it is bound again in another type)."""
+        if isinstance(placeholder, _Bound):
+            self.params.pop(placeholder.key, None)
+
+    def evaluate(self, node: Any, adopt_result: bool = True) -> Any:
+        """Evaluate ``node``; an interval literal stays a :class:`_Period` of Python values."""
+        if isinstance(node, values.Interval):
+            return _period(node)
+        if not isinstance(node, ast.TemporalPredicate) and any(isinstance(c, values.Interval) for c in _children(node)):
+            raise QueryError("filter: an interval can only be used with a temporal predicate such as T_INTERSECTS")
+        return super().evaluate(node, adopt_result)
+
+    def _time_operands(self, a: Any, b: Any, a_sql: Any, b_sql: Any) -> tuple[sql.Composable, str, Any, bool] | None:
+        """(column, its kind, the literal, swapped) when one of ``a``, ``b`` is a date or timestamp property and
+        the other a date or date-time literal (whose placeholder is then dropped), else ``None``."""
+        for column, literal, column_sql, literal_sql, swapped in ((a, b, a_sql, b_sql, False),
+                                                                  (b, a, b_sql, a_sql, True)):
+            kind = time_kind(self.columns.get(column.name)) if isinstance(column, ast.Attribute) else None
+            if kind is not None and isinstance(literal, dt.date):
+                self.unbind(literal_sql)
+                return column_sql, kind, literal, swapped
+        return None
 
     def adopt(self, node: Any, *sub_args: Any) -> Any:
         """Refuse what no handler translates."""
@@ -230,7 +434,7 @@ class SqlEvaluator(Evaluator):
         if crs.north_first:  # corners in the CRS's axis order
             x0, y0, x1, y1 = y0, x0, y1, x1
         box = box_sql((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), crs.srid, self.params,
-                      f"cqlbox{len(self.params)}_", self.srid)
+                      f"cqlbox{self._next()}_", self.srid)
         return box if box is not None else sql.SQL("st_setsrid('POLYGON EMPTY'::geometry, {})").format(
             sql.Literal(self.srid))
 
@@ -255,11 +459,23 @@ class SqlEvaluator(Evaluator):
 
     @handle(ast.Comparison, subclasses=True)
     def comparison(self, node: ast.Comparison, lhs: sql.Composable, rhs: sql.Composable) -> sql.Composable:
-        return sql.SQL("({} " + _COMPARISON[node.op] + " {})").format(lhs, rhs)
+        op = _COMPARISON[node.op]
+        timed = self._time_operands(node.lhs, node.rhs, lhs, rhs)
+        if timed is not None:
+            column, kind, value, swapped = timed
+            return time_condition(column, kind, _SWAPPED[op] if swapped else op, value, self.bind)
+        return sql.SQL("({} " + op + " {})").format(lhs, rhs)
 
     @handle(ast.Between)
     def between(self, node: ast.Between, lhs: sql.Composable, low: sql.Composable,
                 high: sql.Composable) -> sql.Composable:
+        kind = time_kind(self.columns.get(node.lhs.name)) if isinstance(node.lhs, ast.Attribute) else None
+        if kind is not None and isinstance(node.low, dt.date) and isinstance(node.high, dt.date):
+            self.unbind(low)
+            self.unbind(high)
+            clause = sql.SQL("({} and {})").format(time_condition(lhs, kind, ">=", node.low, self.bind),
+                                                   time_condition(lhs, kind, "<=", node.high, self.bind))
+            return sql.SQL("(not {})").format(clause) if node.not_ else clause
         return sql.SQL("({} " + ("not " if node.not_ else "") + "between {} and {})").format(lhs, low, high)
 
     @handle(ast.Like)
@@ -274,6 +490,13 @@ class SqlEvaluator(Evaluator):
     def in_(self, node: ast.In, lhs: sql.Composable, *options: sql.Composable) -> sql.Composable:
         if not options:
             return sql.SQL("true" if node.not_ else "false")
+        kind = time_kind(self.columns.get(node.lhs.name)) if isinstance(node.lhs, ast.Attribute) else None
+        if kind is not None and all(isinstance(v, dt.date) for v in node.sub_nodes):
+            for option in options:
+                self.unbind(option)
+            clause = sql.SQL("({})").format(sql.SQL(" or ").join(
+                time_condition(lhs, kind, "=", v, self.bind) for v in node.sub_nodes))
+            return sql.SQL("(not {})").format(clause) if node.not_ else clause
         return sql.SQL("({} " + ("not " if node.not_ else "") + "in ({}))").format(lhs, sql.SQL(", ").join(options))
 
     @handle(ast.IsNull)
@@ -304,24 +527,28 @@ class SqlEvaluator(Evaluator):
         text = "st_dwithin({}, {}, {})" if isinstance(node, ast.DistanceWithin) else "(not st_dwithin({}, {}, {}))"
         return sql.SQL(text).format(lhs, rhs, metres)  # EPSG:2326 is in metres
 
-    @handle(values.Interval)
-    def interval(self, node: values.Interval, start: Any, end: Any) -> tuple[Any, Any]:
-        return (start if node.start is not None else None), (end if node.end is not None else None)
-
     @handle(ast.TemporalPredicate, subclasses=True)
     def temporal(self, node: ast.TemporalPredicate, lhs: sql.Composable, rhs: Any) -> sql.Composable:
         forms = _TEMPORAL.get(type(node))
         if forms is None:
             raise QueryError(f"filter: unsupported temporal predicate {type(node).__name__}")
         instant, interval = forms
-        if isinstance(rhs, tuple):
+        kind = time_kind(self.columns.get(node.lhs.name)) if isinstance(node.lhs, ast.Attribute) else None
+        if isinstance(rhs, _Period):
             if interval is None:
                 raise QueryError(f"filter: {type(node).__name__} needs an instant")
-            start = rhs[0] if rhs[0] is not None else sql.SQL("'-infinity'::timestamptz")
-            end = rhs[1] if rhs[1] is not None else sql.SQL("'infinity'::timestamptz")
+            if kind is not None:
+                return interval_condition(lhs, kind, rhs.start, rhs.end, self.bind, type(node))
+            start = self.bind(rhs.start) if rhs.start is not None else sql.SQL("'-infinity'::timestamptz")
+            end = self.bind(rhs.end) if rhs.end is not None else sql.SQL("'infinity'::timestamptz")
             return sql.SQL(interval).format(a=lhs, s=start, e=end)
         if instant is None:
             raise QueryError(f"filter: {type(node).__name__} needs an interval")
+        timed = self._time_operands(node.lhs, node.rhs, lhs, rhs)
+        if timed is not None:
+            column, kind, value, swapped = timed
+            op = _INSTANT_OPS[type(node)]
+            return time_condition(column, kind, _SWAPPED[op] if swapped else op, value, self.bind)
         return sql.SQL(instant).format(a=lhs, b=rhs)
 
 

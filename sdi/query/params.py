@@ -15,6 +15,7 @@ from typing import Any
 
 from sdi.crs import CRS84_URI, SERVED_CRS, UriCrs, uri_crs
 from sdi.errors import QueryError
+from sdi.numerals import ASCII_SPACE, decimal_integer
 from sdi.query.cql import check_filter, parse_filter
 from sdi.query.layer import INTEGER_TYPES, NUMBER_TYPES, LayerMeta
 
@@ -98,11 +99,11 @@ def single(params: Mapping[str, Any], name: str) -> str | None:
 
 
 def parse_int(value: str, name: str, low: int, high: int | None = None) -> int:
-    """``value`` as an integer in ``[low, high]``."""
-    text = value.strip()
-    if not text.lstrip("+-").isdigit() or len(text) > 12:
+    """``value`` as an integer in ``[low, high]``: ASCII digits (:mod:`sdi.numerals`), at most 12, an optional sign,
+    spaces around ignored; else a :class:`QueryError` (400) naming ``name``."""
+    number = decimal_integer(value.strip(ASCII_SPACE), signed=True, max_digits=12)
+    if number is None:
         raise QueryError(f"{name}: {value[:40]!r} is not an integer")
-    number = int(text)
     if number < low or (high is not None and number > high):
         raise QueryError(f"{name}: {number} is out of range ({low}–{high if high is not None else '…'})")
     return number
@@ -181,7 +182,10 @@ def typed_value(pg_type: str, value: str, name: str) -> Any:
     text = value.strip()
     try:
         if pg_type in INTEGER_TYPES:
-            return int(text)
+            integer = decimal_integer(value.strip(ASCII_SPACE), signed=True, max_digits=19)
+            if integer is None:
+                raise ValueError(text)
+            return integer
         if pg_type in NUMBER_TYPES:
             number = float(text)
             if not math.isfinite(number):

@@ -17,6 +17,8 @@ geometry as WKT in the requested CRS and axis order), ``chunk`` lines joined wit
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,7 @@ from psycopg import sql
 from sdi.crs import UriCrs
 from sdi.errors import QueryError
 from sdi.query.boxes import box_sql
-from sdi.query.cql import to_sql
+from sdi.query.cql import interval_condition, time_kind, to_sql
 from sdi.query.layer import GEOMETRY_COLUMN, INTEGER_TYPES, NUMBER_TYPES, TABLE_SRID, TEXT_TYPES, LayerMeta
 from sdi.query.params import ItemQuery, ItemsQuery
 
@@ -107,8 +109,25 @@ def csv_header(names: list[str], geometry: bool) -> str:
     return ",".join('"' + n.replace('"', '""') + '"' for n in cells) + "\r\n"
 
 
+def _binder(params: dict[str, Any], prefix: str) -> Callable[[Any], sql.Composable]:
+    """A function binding values into ``params`` as ``<prefix>0``, ``<prefix>1``, ... and returning placeholders."""
+
+    numbers = itertools.count()
+
+    def bind(value: Any) -> sql.Composable:
+        name = f"{prefix}{next(numbers)}"
+        params[name] = value
+        return sql.Placeholder(name)
+
+    return bind
+
+
 def conditions(layer: LayerMeta, query: ItemsQuery, params: dict[str, Any]) -> list[sql.Composable]:
-    """The ``WHERE`` terms of ``query`` over alias ``t`` (bbox, property equality, datetime, q, filter)."""
+    """The ``WHERE`` terms of ``query`` over alias ``t`` (bbox, property equality, datetime, q, filter).
+
+    ``datetime`` selects the rows of the layer's time column that intersect the interval, compared in the
+    column's own type (see :func:`sdi.query.cql.time_condition`): a ``date`` column by UTC calendar day, so
+    ``datetime=2020-05-01T10:00:00Z`` finds a row dated 2020-05-01, whatever the session's ``TimeZone``."""
     where: list[sql.Composable] = []
     if query.bbox is not None:
         b = query.bbox
@@ -119,13 +138,10 @@ def conditions(layer: LayerMeta, query: ItemsQuery, params: dict[str, Any]) -> l
         params[f"eq{i}"] = value
         where.append(sql.SQL("{} = {}").format(_col(name), sql.Placeholder(f"eq{i}")))
     if query.datetime is not None and layer.time_field is not None:
-        column = _col(layer.time_field)
-        if query.datetime.start is not None:
-            params["dt0"] = query.datetime.start
-            where.append(sql.SQL("{} >= %(dt0)s").format(column))
-        if query.datetime.end is not None:
-            params["dt1"] = query.datetime.end
-            where.append(sql.SQL("{} <= %(dt1)s").format(column))
+        # values typed for the column (a date column gets UTC days): nothing depends on the session's TimeZone
+        kind = time_kind(layer.columns.get(layer.time_field)) or "timestamptz"
+        where.append(interval_condition(_col(layer.time_field), kind, query.datetime.start, query.datetime.end,
+                                        _binder(params, "dt")))
     if query.q:
         text_columns = [n for n, t in layer.columns.items() if t in TEXT_TYPES]
         params["q"] = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from sdi.crs import HK_GRID, STORAGE_CRS_URI, WEB_MERCATOR, reprojection
 from sdi.errors import FeatureNotFoundError, QueryError
+from sdi.numerals import decimal_integer
 from sdi.query.boxes import box_sql
 from sdi.query.layer import GEOMETRY_COLUMN, LayerMeta
 
@@ -112,9 +113,10 @@ def grid(tms_id: str) -> Grid:
 
 def tile_index(value: str, name: str) -> int:
     """A tile matrix, row or column from the path: a non-negative integer, else 400."""
-    if not value.isdigit() or len(value) > 9:
+    number = decimal_integer(value, max_digits=9)
+    if number is None:
         raise QueryError(f"{name}: {value[:20]!r} is not a non-negative integer")
-    return int(value)
+    return number
 
 
 def tile_attributes(layer: LayerMeta) -> list[tuple[str, sql.Composable]]:

@@ -166,9 +166,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-    return exception_response(status, str(detail))
+    if not isinstance(exc, HTTPException):
+        return exception_response(500, "internal error")
+    return exception_response(exc.status_code, str(exc.detail), exc.headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

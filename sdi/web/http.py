@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,8 +31,8 @@ _PREFIX = re.compile(r"^(/[A-Za-z0-9._~\-]+)*/?$")
 JSON = "application/json"
 GEOJSON = "application/geo+json"
 HTML = "text/html"
-OGC_CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 404: "NotFound", 406: "NotAcceptable",
-             429: "TooManyRequests", 503: "ServiceUnavailable"}
+OGC_CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
+             406: "NotAcceptable", 429: "TooManyRequests", 503: "ServiceUnavailable"}
 RETRY_AFTER_S = 5
 
 
@@ -149,12 +149,15 @@ def json_bytes(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
 
-def exception_response(status: int, description: str) -> JSONResponse:
-    """An OGC API exception document (JSON) with ``Retry-After`` on 503."""
+def exception_response(status: int, description: str,
+                       headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An OGC API exception document (JSON) with ``Retry-After`` on 503, and ``headers`` (e.g. a 405's ``Allow``)."""
     code = OGC_CODES.get(status, "ServerError" if status >= 500 else "InvalidParameterValue")
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    sent = dict(headers or {})
+    if status == 503:
+        sent.setdefault("Retry-After", str(RETRY_AFTER_S))
     return JSONResponse({"code": code, "type": code, "description": description}, status_code=status,
-                        headers=headers)
+                        headers=sent or None)
 
 
 async def sdi_error(request: Request, exc: Exception) -> Response:

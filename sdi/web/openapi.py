@@ -353,12 +353,29 @@ def _tiles(doc: dict[str, Any], layer: str) -> None:
                                 _p("OGCTiles.tileCol"), _p("SDI.f-tile")],
                     responses={"200": _r("OGCTiles.VectorTile"), "204": _r("OGCTiles.EmptyTile"), **ERRORS})
     operation_id = str(listing.get("operationId", f"describe{layer.capitalize()}.collection.vector"))
-    doc["paths"][f"{tiles}/{{tileMatrixSetId}}"] = {"get": {
-        "summary": f"Fetch a {_title(doc, layer)} tileset", "description": listing.get("description", ""),
-        "tags": listing.get("tags", [layer]),
-        "operationId": operation_id.replace("getTileSetsList", "getTileSet"),
-        "parameters": [_p("OGCTiles.tileMatrixSetId"), _p("SDI.f-tileset"), _p("lang")],
-        "responses": {"200": _r("OGCTiles.TileSet"), **ERRORS}}}
+    for suffix, summary in (("", "Fetch a {} tileset"), ("/metadata", "Fetch a {} tileset (the same document)")):
+        doc["paths"][f"{tiles}/{{tileMatrixSetId}}{suffix}"] = {"get": {
+            "summary": summary.format(_title(doc, layer)), "description": listing.get("description", ""),
+            "tags": listing.get("tags", [layer]),
+            "operationId": operation_id.replace("getTileSetsList", "getTileSet" + ("Metadata" if suffix else "")),
+            "parameters": [_p("OGCTiles.tileMatrixSetId"), _p("SDI.f-tileset"), _p("lang")],
+            "responses": {"200": _r("OGCTiles.TileSet"), **ERRORS}}}
+
+
+def _metadata(doc: dict[str, Any]) -> None:
+    """``/metadata/{name}``: a catalogue record as ISO 19139 XML, DCAT JSON-LD or pygeometa MCF YAML."""
+    doc["paths"]["/metadata/{name}"] = {"get": {
+        "summary": "A catalogue record as a metadata document",
+        "description": "`<id>.xml` (ISO 19139), `<id>.jsonld` (DCAT JSON-LD) or `<id>.yml` (pygeometa MCF) of the "
+                       "catalogue record `<id>`.",
+        "tags": ["metadata"], "operationId": "getMetadataDocument",
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "description": "The record id and the format's suffix, e.g. `districts_18.xml`.",
+                        "schema": {"type": "string", "pattern": r"^[^/]+\.(xml|jsonld|yml)$"}}],
+        "responses": {"200": {"description": "The metadata document.", "content": {
+            "application/vnd.iso.19139+xml": {"schema": {"type": "string"}},
+            "application/ld+json": {"schema": {"type": "object"}},
+            "application/x-yaml": {"schema": {"type": "string"}}}}, **ERRORS}}}
 
 
 def _tile_matrix_sets(doc: dict[str, Any]) -> None:
@@ -401,8 +418,8 @@ def correct(doc: dict[str, Any]) -> dict[str, Any]:
       (pygeoapi's ``vendorSpecificParameters``: sdi answers 400 to an unknown parameter);
     * tiles: the grids sdi serves (``tileMatrixSetId``), whole-number tile indices, ``204`` for an empty tile,
       and the tileset paths; the ``/TileMatrixSets`` paths when a layer has tiles;
-    * the ``history`` and ``changes`` paths of every layer and the ``download/{format}`` path of vector layers,
-      which pygeoapi does not know.
+    * the ``history`` and ``changes`` paths of every layer, the ``download/{format}`` path of vector layers, a
+      tileset's ``/metadata`` alias and, with the catalogue, ``/metadata/{name}``: routes pygeoapi does not know.
     """
     paths: dict[str, Any] = doc.setdefault("paths", {})
     for item in paths.values():
@@ -428,6 +445,8 @@ def correct(doc: dict[str, Any]) -> dict[str, Any]:
             _layer_files(doc, layer, vector=f"/collections/{layer}/items" in paths)
     if any(re.fullmatch(r"/collections/[^/]+/tiles", path) for path in paths):
         _tile_matrix_sets(doc)
+    if CATALOGUE_ID in collections:
+        _metadata(doc)
     return doc
 
 

@@ -19,14 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
+from psycopg import errors as pg_errors
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sdi.errors import FeatureNotFoundError, LayerNotFoundError, QueryError, SdiError, ServiceBusyError
+from sdi.errors import (
+    DatabaseUnavailableError,
+    FeatureNotFoundError,
+    LayerNotFoundError,
+    QueryError,
+    SdiError,
+    ServiceBusyError,
+)
 from sdi.publishing.process import PROCESS_ID, Prepared, prepare, run_prepared
 from sdi.query.params import check_parameters, parse_int
 from sdi.settings import Settings
@@ -41,20 +52,41 @@ MAX_JOBS_LISTED = 1000
 RESULT_NOT_READY = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready"
 
 
-def _depth(node: Any, limit: int) -> None:
-    stack = [(node, 1)]
+def _segment(key: str) -> str:
+    """A key as a step of a path in a message: printable and short."""
+    return key[:40] if key.isprintable() else repr(key[:40])
+
+
+def _check_tree(doc: Any, limit: int) -> None:
+    """Refuse ``doc`` (400) when it nests deeper than ``limit``, a string or key in it holds a NUL character, or a
+    number in it is not finite.
+
+    One walk, with the path of each node (``inputs.criteria.constraints[0].where.in[1]``) for the message:
+    PostgreSQL text cannot hold a NUL, so a NUL must never get as far as a query; and :func:`json.loads` reads
+    ``NaN``, ``Infinity`` and ``1e400`` as floats that no weight, area or distance can be.
+    """
+    stack: list[tuple[Any, int, str]] = [(doc, 1, "")]
     while stack:
-        current, depth = stack.pop()
+        current, depth, path = stack.pop()
         if depth > limit:
             raise QueryError(f"body: JSON nested more than {limit} levels deep")
-        if isinstance(current, dict):
-            stack.extend((v, depth + 1) for v in current.values())
+        if isinstance(current, str):
+            if "\x00" in current:
+                raise QueryError(f"body: {path} contains a NUL character")
+        elif isinstance(current, float) and not math.isfinite(current):
+            raise QueryError(f"body: {path or 'the document'} is not a finite number")
+        elif isinstance(current, dict):
+            if any("\x00" in key for key in current):
+                raise QueryError(f"body: {path or 'the document'} has a key with a NUL character")
+            stack.extend((v, depth + 1, f"{path}.{_segment(k)}" if path else _segment(k)) for k, v in current.items())
         elif isinstance(current, list):
-            stack.extend((v, depth + 1) for v in current)
+            stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(current))
 
 
 async def read_execute_body(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The execute request: a JSON object of at most ``max_bytes`` with an optional ``inputs`` object."""
+    """The execute request: a JSON object of at most ``max_bytes``, at most :data:`MAX_JSON_DEPTH` deep, with no NUL
+    character in any string or key, only finite numbers, and with an optional ``inputs`` object; else a
+    :class:`QueryError` (400)."""
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
@@ -66,7 +98,7 @@ async def read_execute_body(request: Request, max_bytes: int) -> dict[str, Any]:
         raise QueryError("body: not a JSON document") from None
     if not isinstance(doc, dict):
         raise QueryError("body: expected a JSON object such as {\"inputs\": {...}}")
-    _depth(doc, MAX_JSON_DEPTH)
+    _check_tree(doc, MAX_JSON_DEPTH)
     if doc.get("subscriber") is not None:
         raise QueryError("subscriber: callbacks are not supported; poll /jobs/{jobID} instead")
     inputs = doc.get("inputs", {})
@@ -83,6 +115,24 @@ def process_settings(runtime: Runtime, role: str | None) -> Settings:
         found = cache[role] = runtime.settings.model_copy(update={"database_url": with_options(
             runtime.settings.database_url, statement_timeout=int(runtime.web.process_timeout_s * 1000), role=role)})
     return found
+
+
+T = TypeVar("T")
+
+
+def bounded(runtime: Runtime, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``work(*args, **kwargs)`` (the planning library, in a thread) with its database failures as 503s.
+
+    Its statement timeout (``SDI_PROCESS_TIMEOUT_S``) is a :class:`ServiceBusyError` naming the limit, and a lost
+    or unreachable database a :class:`DatabaseUnavailableError`: one-line messages, never PostgreSQL's text.
+    """
+    try:
+        return work(*args, **kwargs)
+    except pg_errors.QueryCanceled as exc:
+        raise ServiceBusyError(f"the process took longer than {runtime.web.process_timeout_s:g} s "
+                               "(SDI_PROCESS_TIMEOUT_S); narrow its inputs or retry later") from exc
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
 
 
 def _job_pool(runtime: Runtime) -> tuple[ThreadPoolExecutor, asyncio.Semaphore]:
@@ -104,24 +154,29 @@ async def execute(request: Request) -> Response:
     settings = process_settings(runtime, await runtime.database_role())
     async with runtime.heavy():
         try:
-            prepared = await run_in_threadpool(prepare, doc.get("inputs", {}), published=published,
-                                               scheduler=runtime.web.dask_scheduler, settings=settings)
+            prepared = await run_in_threadpool(bounded, runtime, prepare, doc.get("inputs", {}),
+                                               published=published, scheduler=runtime.web.dask_scheduler,
+                                               settings=settings)
         except LayerNotFoundError as exc:  # a layer the inputs name: a bad input, not a missing resource
             raise QueryError(str(exc)) from exc
     if "respond-async" not in request.headers.get("prefer", ""):
         async with runtime.heavy():
-            result = await run_in_threadpool(run_prepared, prepared, settings)
+            result = await run_in_threadpool(bounded, runtime, run_prepared, prepared, settings)
         return Response(json_bytes(result), media_type=GEOJSON)
     store: JobStore = runtime.state["jobs"]
     executor, slots = _job_pool(runtime)
     if slots.locked():
         raise ServiceBusyError("every job slot of this server is busy; retry shortly")
+    await slots.acquire()  # free, so taken at once: nothing runs between the check and here (no await suspends)
     job_id = new_job_id()
-    await store.expire()
-    await store.create(job_id, PROCESS_ID, doc.get("inputs", {}))
-    await slots.acquire()
-    asyncio.get_running_loop().run_in_executor(executor, contextvars.copy_context().run, _run_job, runtime, store,
-                                               job_id, prepared, settings, slots)  # as the identity that asked
+    try:
+        await store.expire()
+        await store.create(job_id, PROCESS_ID, doc.get("inputs", {}))
+        asyncio.get_running_loop().run_in_executor(executor, contextvars.copy_context().run, _run_job, runtime,
+                                                   store, job_id, prepared, settings, slots)  # as who asked
+    except BaseException:  # the job never started: its thread will not release the slot
+        slots.release()
+        raise
     base = client_base(request, runtime)
     job = await store.get(job_id)
     return Response(json_bytes(status_document(job or {"identifier": job_id, "process_id": PROCESS_ID,
@@ -142,7 +197,7 @@ def _run_job(runtime: Runtime, store: JobStore, job_id: str, prepared: Prepared,
         if not update(status="running", started=dt.datetime.now(dt.UTC), progress=10, message="running"):
             return
         try:
-            result = run_prepared(prepared, settings)
+            result = bounded(runtime, run_prepared, prepared, settings)
         except SdiError as exc:
             update(status="failed", finished=dt.datetime.now(dt.UTC), message=str(exc)[:1000])
             return

@@ -1,8 +1,9 @@
 """One runtime per web worker: settings read once, the read-only role's URL, one bounded connection pool.
 
 Built in the app's lifespan (:func:`open_runtime`) and reached by every route as ``request.app.state.runtime``;
-every database access of the web layer goes through :meth:`Runtime.connection`. pygeoapi's providers run in
-worker threads and reach the same pool through :meth:`Runtime.run_sync`.
+every database access of the web layer goes through :meth:`Runtime.connection`, except download builds and
+process runs, which open their own bounded connections inside a heavy-request slot (DESIGN.md says why).
+pygeoapi's providers run in worker threads and reach the same pool through :meth:`Runtime.run_sync`.
 
 Each connection runs with ``statement_timeout`` (``SDI_STATEMENT_TIMEOUT_MS``), ``plan_cache_mode =
 force_custom_plan`` (psycopg prepares a statement after 5 runs and PostgreSQL would switch it to a generic
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -155,18 +157,50 @@ class Runtime:
         await conn.execute(sql.SQL("set role {}").format(sql.Identifier(wanted)) if wanted else sql.SQL("reset role"))
         self.roles[conn] = wanted
 
+    async def _checkout(self) -> psycopg.AsyncConnection[Any]:
+        """A connection from the pool, waited for at most :attr:`WebSettings.pool_timeout_s`, but no longer than
+        the connect timeout once the database is unreachable (:func:`unreachable`).
+
+        The wait is cut into slices of the connect timeout (``SDI_CONNECT_TIMEOUT``, the longest one connection
+        attempt of the pool takes): after each, a request whose pool's latest attempts all failed is answered
+        503 at once, so a stopped database is reported within the connect timeout however long the pool
+        timeout is, while a reachable but saturated database keeps requests waiting for the whole pool timeout.
+
+        Raises
+        ------
+        DatabaseUnavailableError
+            The database is unreachable (503).
+        PoolTimeout
+            No connection freed up within the pool timeout (the caller answers 503).
+        """
+        started = time.monotonic()
+        limit = self.web.pool_timeout_s
+        step = min(limit, float(self.settings.connect_timeout))
+        while True:
+            try:
+                conn: psycopg.AsyncConnection[Any] = await self.pool.getconn(
+                    timeout=min(step, limit - (time.monotonic() - started)))
+                return conn
+            except PoolTimeout as exc:
+                if unreachable(self.pool):
+                    raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
+                if time.monotonic() - started >= limit - 0.01:
+                    raise
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection under the current identity's role; pool exhaustion, an unreachable database and
         timeouts become 503 errors, and a table the role may not read a 404 (as if it did not exist)."""
         try:
-            async with self.pool.connection(timeout=self.web.pool_timeout_s) as conn:
-                try:
-                    await self._become(conn, current())
-                    yield conn
-                except BaseException:
-                    self.roles.pop(conn, None)
-                    raise
+            conn = await self._checkout()
+            try:
+                await self._become(conn, current())
+                yield conn
+            except BaseException:
+                self.roles.pop(conn, None)
+                raise
+            finally:
+                await self.pool.putconn(conn)
         except PoolTimeout as exc:
             raise ServiceBusyError("the database is busy or unreachable; retry shortly") from exc
         except pg_errors.QueryCanceled as exc:
@@ -248,11 +282,37 @@ def connection_options(web: WebSettings) -> str:
     return " ".join(f"-c {k}={v}" for k, v in settings.items())
 
 
+class ApiPool(AsyncConnectionPool):
+    """The worker's pool, which also tells whether its latest connection attempts failed (:func:`unreachable`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, configure=self._connected, **kwargs)
+        self.errors_at_success = 0  #: the pool's count of failed connection attempts at its latest success
+
+    async def _connected(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.errors_at_success = int(self.get_stats().get("connections_errors", 0))
+
+
+def unreachable(pool: AsyncConnectionPool) -> bool:
+    """Whether ``pool`` failed to connect since it last connected (always ``False`` for a pool not an
+    :class:`ApiPool`): the database is stopped, unreachable or refusing the role."""
+    if not isinstance(pool, ApiPool):
+        return False
+    return int(pool.get_stats().get("connections_errors", 0)) > pool.errors_at_success
+
+
 async def open_pool(url: str, settings: Settings, web: WebSettings) -> AsyncConnectionPool:
-    """The worker's pool: opened without waiting, so a worker starts even while the database is away."""
-    pool: AsyncConnectionPool = AsyncConnectionPool(
+    """The worker's pool (an :class:`ApiPool`): opened without waiting, so a worker starts even while the
+    database is away.
+
+    psycopg_pool retries a lost connection with a doubling delay (1, 2, 4... s) until ``reconnect_timeout``;
+    after an outage of a minute it would sleep for half a minute before noticing the database is back. Here a
+    retry gives up after the connect timeout instead, and the next request that waits starts a new attempt at
+    once, so requests succeed again within about a second of the database's return, however long it was away.
+    """
+    pool: AsyncConnectionPool = ApiPool(
         url, min_size=web.pool_min, max_size=max(web.pool_max, web.pool_min), timeout=web.pool_timeout_s,
-        open=False, name="sdi-api",
+        open=False, name="sdi-api", reconnect_timeout=float(settings.connect_timeout),
         kwargs={"autocommit": True, "connect_timeout": settings.connect_timeout,
                 "options": connection_options(web), "keepalives": 1, "keepalives_idle": 10,
                 "keepalives_interval": 5, "keepalives_count": 3})

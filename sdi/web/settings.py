@@ -34,7 +34,8 @@ class WebSettings(BaseSettings):
     pool_min: int = Field(1, ge=0, le=100, description="Database connections each worker keeps open.")
     pool_max: int = Field(8, ge=1, le=200, description="Most database connections of one worker.")
     pool_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds a request waits for a free "
-                                                                 "connection before answering 503.")
+                                                                 "connection before answering 503 (no longer than "
+                                                                 "SDI_CONNECT_TIMEOUT once connecting fails).")
     statement_timeout_ms: int = Field(20_000, ge=100, description="Longest SQL statement of a request (ms).")
     heavy_requests: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1, le=200,
                                 description="Heavy requests (pages, new tiles, processes) one worker runs at once "

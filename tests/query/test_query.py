@@ -27,12 +27,19 @@ M_PER_DEG_LAT, M_PER_DEG_LON = 110_770.0, 102_900.0  # at 22.3° N
 
 
 @pytest.fixture(scope="module")
-def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[psycopg.Connection]:
-    """A database holding the LandsD points, the public libraries and the 18 districts."""
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a database holding the LandsD points, the public libraries, the 18 districts and the industrial
+    special waivers (a layer with a date column)."""
     with loaded_database(("public_libraries_2013", "districts_18", "industrial_special_waivers"),
                          definitions=[DATA / "publishing" / "landsd_reference.yml"],
-                         data_dir=tmp_path_factory.mktemp("store")) as settings, \
-            psycopg.connect(settings.database_url, autocommit=True) as connection:
+                         data_dir=tmp_path_factory.mktemp("store")) as settings:
+        yield settings.database_url
+
+
+@pytest.fixture(scope="module")
+def conn(database: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to :func:`database`."""
+    with psycopg.connect(database, autocommit=True) as connection:
         yield connection
 
 
@@ -244,7 +251,17 @@ def test_datetime_filters_the_first_date_column(conn: psycopg.Connection, tmp_pa
     assert page(conn, "landsd_reference", datetime="2020-01-01T00:00:00Z/..")["numberMatched"] == 2
 
 
-def test_datetime_and_temporal_filters_on_a_layer_with_dates(conn: psycopg.Connection) -> None:
+@pytest.mark.parametrize("zone", ["Etc/UTC", "Asia/Hong_Kong", "America/Los_Angeles"])
+def test_datetime_and_temporal_filters_on_a_layer_with_dates(database: str, zone: str) -> None:
+    """``datetime`` and temporal filters select the same days whatever the session's ``TimeZone`` (a date column
+    compared with UTC date-times used to lose the first day of an interval east of UTC)."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("select set_config('timezone', %s, false)", (zone,))
+        assert conn.execute("show timezone").fetchone() == (zone,)
+        _dated_layer_filters(conn)
+
+
+def _dated_layer_filters(conn: psycopg.Connection) -> None:
     meta = layer(conn, "industrial_special_waivers")
     column = meta.time_field
     assert column is not None and meta.columns[column] == "date"
@@ -267,3 +284,9 @@ def test_datetime_and_temporal_filters_on_a_layer_with_dates(conn: psycopg.Conne
     assert page(conn, "industrial_special_waivers", filter=text)["numberMatched"] == since
     ecql = f"{column} AFTER 2014-12-31T23:59:59Z"
     assert page(conn, "industrial_special_waivers", filter=ecql)["numberMatched"] == since
+    on_day = truth(f"{column} = '{day.isoformat()}'")
+    assert page(conn, "industrial_special_waivers", datetime=f"{day.isoformat()}T10:00:00Z")["numberMatched"] == \
+        on_day
+    during = f"{column} DURING 2010-01-01T00:00:00Z/2010-12-31T23:59:59Z"
+    assert page(conn, "industrial_special_waivers", filter=during, **{"filter-lang": "ecql"})["numberMatched"] == \
+        truth(f"{column} > '2010-01-01' and {column} < '2010-12-31'")

@@ -123,6 +123,11 @@ def test_property_filters(provider: CatalogueRecordsProvider) -> None:
     assert {f["properties"]["geometry_type"] for f in points["features"]} == {"Point"}
     with pytest.raises(ProviderInvalidQueryError, match="synthetic"):
         provider.query(properties=[("synthetic", "perhaps")])
+    stations = provider.query(properties=[("feature_count", "49")], limit=100)
+    assert "weather_stations" in ids(stations)
+    for not_ascii in ("４９", "٤٩", "4_9", "0x31"):  # int() reads the first three as 49
+        with pytest.raises(ProviderInvalidQueryError, match="feature_count: expected an integer"):
+            provider.query(properties=[("feature_count", not_ascii)])
 
 
 def test_sortby_and_paging_agree(provider: CatalogueRecordsProvider) -> None:

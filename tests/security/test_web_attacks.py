@@ -172,6 +172,37 @@ def test_big_inputs_are_not_stored_with_the_job(live: Live) -> None:
     assert stored is not None and len(stored[0]) < 1000 and "not stored" in stored[0]
 
 
+def test_asynchronous_executions_past_the_job_slots_are_a_prompt_503(live: Live, tmp_path: Path) -> None:
+    """One job slot, its job held by a lock; concurrent asynchronous executions get 201 once and 503 at once for
+    the rest. Before the fix, requests that passed the slot check together then queued for the slot (no answer
+    until the job ended)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {"SDI_ASYNC_JOBS": "1", "SDI_HEAVY_REQUESTS": "6"}
+    with sdi_server(live.settings, tmp_path, workers=1, extra_env=env) as base, \
+            psycopg.connect(live.settings.database_url) as admin:
+        admin.execute("lock table layers.synthetic_mtr_stations in access exclusive mode")  # read by the run only
+
+        def post(_: int) -> tuple[int, float, str]:
+            started = time.monotonic()
+            try:
+                answer = requests.post(f"{base}/processes/{PROCESS_ID}/execution", timeout=8,
+                                       json={"inputs": {"limit": 1}}, headers={"Prefer": "respond-async"})
+            except requests.Timeout:
+                return 0, time.monotonic() - started, "no answer"
+            return answer.status_code, time.monotonic() - started, answer.text
+
+        try:
+            with ThreadPoolExecutor(6) as pool:
+                answers = list(pool.map(post, range(6)))
+        finally:
+            admin.rollback()
+    assert sorted(a[0] for a in answers) == [201] + [503] * 5, answers
+    for status, took, text in answers:
+        assert took < 5, (status, took)
+        assert status == 201 or "every job slot" in text, text
+
+
 # --- 5. the process reads only published layers --------------------------------------------------------------------
 
 def test_the_process_reads_only_published_layers(live: Live) -> None:
@@ -211,15 +242,23 @@ def test_malformed_requests_are_400(live: Live, path: str) -> None:
 
 
 def test_client_errors_do_not_quote_postgresql(live: Live) -> None:
-    answer = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "lot_no = 5", "f": "json"})
-    assert answer.status_code == 400
+    """A text column compared with a number passes the filter check and fails in PostgreSQL ("operator does not
+    exist: text = integer"); the client gets sdi's own one line, none of PostgreSQL's words."""
+    answer = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "lot_number = 5", "f": "json"})
+    assert answer.status_code == 400, answer.text[:300]
     text = answer.json()["description"]
-    assert "operator does not exist" not in text and "LINE" not in text and "^" not in text
+    assert "does not match the type" in text and "\n" not in text, text
+    for postgresql in ("operator does not exist", "LINE", "^", "HINT", "ERROR:", "psycopg", "integer", "text ="):
+        assert postgresql not in text, text
 
 
 def test_no_traceback_reaches_the_server_log_for_client_errors(live: Live) -> None:
+    log_file = live.folder / "server.log"
+    before = log_file.stat().st_size
     answer = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "x" * 21_000, "f": "json"})
     assert answer.status_code == 400 and len(answer.text) < 2000
+    time.sleep(0.2)  # the worker's log line, if any, is written after the answer
+    assert log_file.stat().st_size - before < 2000, "a 21 kB bad filter was quoted in the server log"
     bad = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "(" * 5000, "f": "json"})
     assert bad.status_code == 400
     log = (live.folder / "server.log").read_text(encoding="utf-8", errors="replace")

@@ -8,8 +8,9 @@
   records and process paths appear): no ``$ref`` leaves the document, it validates against the OpenAPI 3.0
   schema pygeoapi ships and every reference resolves; pygeoapi's own document of the same catalogue (``sdi
   publish``) is made self-contained strictly, its components kept; schemathesis loads every operation without
-  help; the parameters, formats and tile matrix sets documented are those the routes accept, and generated
-  requests to sdi's own routes are never answered with a 5xx.
+  help; the parameters, formats and tile matrix sets documented are those the routes accept; and no request
+  schemathesis generates for any operation, nor the same with a NUL byte, an extreme number, a Unicode digit,
+  an empty or a 10 kB string in any one parameter or execute-body value, is answered with a 5xx.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ import copy
 import json
 import logging
 import re
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import jsonschema
 import pygeoapi
@@ -29,6 +36,7 @@ import requests
 import yaml
 
 from sdi.publishing.config import publish
+from sdi.publishing.process import PROCESS_ID
 from sdi.query.params import ITEM_PARAMETERS, ITEMS_PARAMETERS
 from sdi.query.tms import grids
 from sdi.web.openapi import ITEMS, UNRESOLVED, UnresolvedReferenceError, local_ref, self_contained, shipped
@@ -170,8 +178,13 @@ def test_an_unknown_remote_reference_raises_when_strict_and_is_a_marked_stub_whe
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """`sdi serve` over two vector layers and the synthetic raster (with the catalogue and the process)."""
-    with live_layers(tmp_path_factory.mktemp("openapi"), (*VECTORS, RASTER)) as served:
+    """`sdi serve` over two vector layers and the synthetic raster (with the catalogue and the process).
+
+    A heavy request waits up to 60 s for its slot (not 1 s) and a worker runs up to 8 jobs: the fuzz test sends
+    a few requests at once, and their queueing is not the overload a 503 answers.
+    """
+    with live_layers(tmp_path_factory.mktemp("openapi"), (*VECTORS, RASTER),
+                     extra_env={"SDI_HEAVY_WAIT_S": "60", "SDI_ASYNC_JOBS": "8"}) as served:
         yield served
 
 
@@ -326,30 +339,270 @@ def test_downloads_history_and_changes_are_documented_as_served(live: Live, docu
     assert requests.head(f"{live.url}/collections/{VECTORS[0]}/download/kml", timeout=30).status_code == 404
 
 
+# --- hostile values in every parameter of every operation (schemathesis) -------------------------------------------
+
+#: Values each parameter and body leaf is set to in turn: (label, text in a path or query, JSON token in a body).
+HOSTILE: tuple[tuple[str, str, str], ...] = (
+    *((label, text, json.dumps(text)) for label, text in (
+        ("NUL", "\x00"), ("a-NUL-b", "a\x00b"), ("superscript-2", "²"), ("arabic-indic-12", "١٢"),
+        ("fullwidth-5", "５"), ("empty", ""), ("10kB", "x" * 10_000))),
+    *((text if len(text) < 12 else f"{text[:4]}…({len(text)})", text, text) for text in (
+        "1e308", "-1e308", "1e400", "9" * 40, str(2**63), str(-(2**63) - 1), "NaN", "Infinity", "-0")),
+)
+#: Per-layer paths are fuzzed for one vector layer and the raster (the other vector layer's are the same code).
+FUZZED_LAYERS = (VECTORS[0], RASTER)
+#: A criteria document on the layers served here, so that an execution runs (small: one district).
+EXECUTE_BODY: dict[str, Any] = {"inputs": {
+    "criteria": {"id": "t", "title": {"en": "T"}, "candidates": {"layer": VECTORS[0], "label": "name_en"},
+                 "districts": {"layer": VECTORS[0], "name": "name_en", "name_zh": "name_zh"},
+                 "constraints": [{"id": "big", "type": "min_area", "min_m2": 1000}],
+                 "scores": [{"id": "area", "type": "area", "weight": 1, "full_at_m2": 1e8, "zero_at_m2": 1000},
+                            {"id": "slide", "type": "distance_to", "layer": VECTORS[1], "weight": 1,
+                             "full_at_m": 10, "zero_at_m": 1000}]},
+    "district": "Kwun Tong", "limit": 2, "weights": {"area": 2}}}
+#: Array parameters whose elements are also set one at a time, from this value when the base has none.
+ELEMENTS = {"bbox": "114.1,22.25,114.3,22.4"}
+CONCURRENCY = 3
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: the operation's label, what was made hostile (or where the case comes from: ``positive``,
+    ``negative``, ``minimal``) and the request itself (only that counts when requests are compared)."""
+
+    label: str = field(compare=False)
+    what: str = field(compare=False)
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+
+    def url(self, base: str) -> str:
+        return base + self.path + ("?" + urlencode(self.query, quote_via=quote) if self.query else "")
+
+
+def wire(value: Any) -> str:
+    """A generated query value as sent (schemathesis has already joined ``form`` arrays with commas)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return ",".join(wire(v) for v in value)
+    return str(value)
+
+
+def leaves(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The location of every string and number (not bool) in a JSON document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, (*at, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from leaves(value, (*at, index))
+    elif isinstance(node, str | int | float) and not isinstance(node, bool):
+        yield at
+
+
+def with_token(doc: Any, at: tuple[Any, ...], token: str) -> str:
+    """``doc`` as JSON text with the leaf at ``at`` replaced by the raw JSON ``token`` (``NaN``, ``1e400`` …)."""
+    marker = "\x01sdi-hostile\x01"
+    copied = copy.deepcopy(doc)
+    node = copied
+    for key in at[:-1]:
+        node = node[key]
+    node[at[-1]] = marker
+    text = json.dumps(copied)
+    assert text.count(json.dumps(marker)) == 1
+    return text.replace(json.dumps(marker), token)
+
+
+class Fuzzer:
+    """The operations of the document, a base case for each and the hostile variants of each base."""
+
+    def __init__(self, live: Live, document: dict[str, Any], known: dict[str, str]) -> None:
+        import schemathesis
+        from schemathesis.core.result import Ok
+
+        self.live, self.known = live, known
+        doc = copy.deepcopy(document)
+        # every route sdi answers is in the document, so fuzzing the document reaches every route
+        tileset_alias = f"/collections/{VECTORS[0]}/tiles/{{tileMatrixSetId}}/metadata"
+        assert {"/metadata/{name}", tileset_alias} <= set(doc["paths"])
+        fuzzed = re.compile(r"^/collections/([^/]+)(/.*)?$")
+        doc["paths"] = {path: item for path, item in doc["paths"].items()
+                        if not (m := fuzzed.match(path)) or m[1] in (*FUZZED_LAYERS, "catalogue")}
+        results = list(schemathesis.openapi.from_dict(doc).get_all_operations())
+        assert all(isinstance(result, Ok) for result in results), results
+        self.operations = [result.ok() for result in results if isinstance(result, Ok)]
+        self.local = threading.local()
+
+    def path_value(self, path: str, name: str) -> str:
+        """A real value of the path parameter ``name`` of ``path`` (a feature id, a record id, a job id …)."""
+        if name == "featureId":
+            return self.known["record" if path.startswith("/collections/catalogue/") else "feature"]
+        return self.known[name]
+
+    def send(self, call: Call) -> tuple[Call, int, str]:
+        """Make the request (one session a thread); its status and the start of its body, status 0 if none."""
+        session = getattr(self.local, "session", None) or requests.Session()
+        self.local.session = session
+        headers = dict(call.headers)
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+        for _ in range(2):
+            try:
+                response = session.request(call.method, call.url(self.live.url), headers=headers, timeout=120,
+                                           data=call.body)
+                return call, response.status_code, response.text[:300]
+            except requests.RequestException as exc:
+                error = f"no answer: {exc!r}"
+                if not isinstance(exc, requests.ConnectionError):
+                    break
+                session = self.local.session = requests.Session()  # after a 500 the connection is closed
+        return call, 0, error
+
+    def generated(self, operation: Any, mode: Any, count: int) -> list[Call]:
+        """``count`` cases schemathesis makes for ``operation`` (derandomized), path parameters made real."""
+        from hypothesis import HealthCheck, Phase, given, settings
+        from hypothesis.errors import Unsatisfiable
+        from schemathesis.core import NOT_SET
+
+        cases: list[Any] = []
+
+        @settings(max_examples=count, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def collect(case: Any) -> None:
+            cases.append(case)
+
+        try:
+            collect()
+        except Unsatisfiable:  # a negative case of an operation without parameters
+            return []
+        positive = mode.value == "positive"
+        calls = []
+        for case in cases:
+            body = case.body if isinstance(case.body, bytes) else None if case.body is NOT_SET else json.dumps(
+                case.body).encode("utf-8")
+            calls.append(self.call(operation, str(mode.value), {} if positive else dict(case.path_parameters or {}),
+                                   {k: wire(v) for k, v in (case.query or {}).items()}, body,
+                                   dict(case.headers or {}), encoded=not positive))
+        return calls
+
+    def call(self, operation: Any, what: str, path_params: dict[str, str], query: dict[str, str],
+             body: bytes | None, headers: dict[str, str] | None = None, *, encoded: bool = False) -> Call:
+        """The request of ``operation`` with these values (real ones for the path parameters not given;
+        ``encoded``: the given ones are percent-encoded already)."""
+        path = operation.path
+        for name in re.findall(r"\{([^}]+)\}", path):
+            value = path_params.get(name)
+            value = quote(self.path_value(operation.path, name) if value is None else str(value),
+                          safe="%" if encoded and value is not None else "")
+            path = path.replace("{" + name + "}", value)
+        method = "HEAD" if "/download/" in operation.path else operation.method.upper()
+        return Call(operation.label, what, method, path, tuple(sorted(query.items())),
+                    tuple(sorted((headers or {}).items())), body)
+
+    def base(self, candidates: list[Call]) -> tuple[list[tuple[Call, int, str]], tuple[Call, int, str]]:
+        """Send every candidate; the answers, and the base of the variants: of those that succeed, the one with
+        the most parameters and body values (schemathesis's own cases first), else the last candidate."""
+        answers = [self.send(call) for call in candidates]
+        passed = [answer for answer in answers if answer[1] < 400] or answers[-1:]
+        return answers, max(passed, key=lambda answer: len(answer[0].query) + len(answer[0].headers) + (
+            len(list(leaves(json.loads(answer[0].body)))) if answer[0].body else 0))
+
+    def minimal(self, operation: Any) -> Call:
+        """The request with real path values, no query, and :data:`EXECUTE_BODY` as the body of a POST."""
+        body = json.dumps(EXECUTE_BODY).encode("utf-8") if operation.method.upper() == "POST" else None
+        return self.call(operation, "minimal", {}, {}, body)
+
+    def variants(self, operation: Any, base: Call) -> Iterator[Call]:
+        """The base with each path, query and header parameter, each element of an array parameter and each
+        leaf of the JSON body set to each hostile value in turn."""
+        query, headers = dict(base.query), dict(base.headers)
+        for parameter in operation.iter_parameters():
+            name, where = parameter.name, str(parameter.location.value)
+            kind = (parameter.definition.get("schema") or {}).get("type")
+            for label, text, _ in HOSTILE:
+                what = f"{where} {name}={label}"
+                if where == "path":
+                    yield self.call(operation, what, {name: text}, query, base.body, headers)
+                elif where == "query":
+                    yield self.call(operation, what, {}, {**query, name: text}, base.body, headers)
+                    elements = (query.get(name) or ELEMENTS.get(name, "")).split(",")
+                    for i in range(len(elements) if kind == "array" and len(elements) > 1 else 0):
+                        joined = ",".join(text if j == i else e for j, e in enumerate(elements))
+                        yield self.call(operation, f"{what} at [{i}]", {}, {**query, name: joined}, base.body,
+                                        headers)
+                elif where == "header" and text.isprintable() and text.isascii():
+                    yield self.call(operation, what, {}, query, base.body, {**headers, name: text})
+        if base.body is not None:
+            doc = json.loads(base.body)
+            for at in leaves(doc):
+                for label, _, token in HOSTILE:
+                    body = with_token(doc, at, token).encode("utf-8")
+                    yield self.call(operation, f"body {'/'.join(map(str, at))}={label}", {}, query, body, headers)
+                    if "NUL" in label and any(p.name == "Prefer" for p in operation.iter_parameters()):
+                        yield self.call(operation, f"async body {'/'.join(map(str, at))}={label}", {}, query, body,
+                                        {**headers, "Prefer": "respond-async"})
+
+
+@pytest.fixture(scope="module")
+def known(live: Live) -> dict[str, str]:
+    """Real path parameter values: a feature, a catalogue record, a tile, a download format, a finished job."""
+    feature = requests.get(f"{live.url}/collections/{VECTORS[0]}/items", params={"f": "json", "limit": "1"},
+                           timeout=60).json()["features"][0]["id"]
+    created = requests.post(f"{live.url}/processes/{PROCESS_ID}/execution", json=EXECUTE_BODY, timeout=120,
+                            headers={"Prefer": "respond-async"})
+    assert created.status_code == 201, created.text[:300]
+    job = created.headers["Location"].rsplit("/", 1)[1]
+    deadline = time.monotonic() + 60
+    while requests.get(f"{live.url}/jobs/{job}", params={"f": "json"}, timeout=30).json()["status"] in (
+            "accepted", "running"):
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.2)
+    return {"feature": str(feature), "record": VECTORS[0], "tileMatrixSetId": "HK80Grid", "tileMatrix": "1",
+            "tileRow": "0", "tileCol": "0", "jobId": job, "format": "geojson", "name": f"{VECTORS[0]}.xml"}
+
+
 @pytest.mark.db
-def test_generated_requests_to_sdis_own_routes_are_never_a_server_error(live: Live,
-                                                                      document: dict[str, Any]) -> None:
-    """schemathesis on the document as served (positive and negative, 5 examples an operation, derandomized)."""
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
+def test_hostile_values_in_every_parameter_of_every_operation_are_never_a_server_error(
+        live: Live, document: dict[str, Any], known: dict[str, str]) -> None:
+    """Every operation of the served document (and the two routes it does not list), each path, query and
+    header parameter, each element of a comma-separated array and each string or number of the execute body,
+    in turn set to a NUL byte, an extreme or non-finite number, a Unicode digit, an empty or a 10 kB string,
+    on top of a base case that succeeds: among a few positive cases schemathesis generates (derandomized; real
+    path values) and one with no query, the one with the most parameters. An execute body with a NUL is also
+    sent for an asynchronous execution, and schemathesis's negative cases are sent as well.
+    Nothing may answer 5xx: not 500, and not 503 either, since the server is otherwise idle (heavy requests
+    wait for their slot, see ``live``). About 3,200 requests, three at a time, in about 30 s.
+    """
     from schemathesis.generation import GenerationMode
 
-    layers = "|".join(VECTORS)
-    schema = schemathesis.openapi.from_dict(document).include(
-        method="GET", path_regex=rf"^/(conformance|collections|TileMatrixSets.*|collections/({layers})(/.*)?)$")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 4 + 11 * len(VECTORS)
-    errors: list[str] = []
-    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-        for operation in operations:
-
-            @settings(max_examples=5, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
-                      suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def call(case: Any) -> None:
-                response = case.call(base_url=live.url, timeout=60)
-                if response.status_code >= 500:
-                    errors.append(f"{response.status_code} {response.request.url}: {response.text[:200]}")
-
-            call()
-    assert not errors, "\n".join(errors[:10])
+    fuzzer = Fuzzer(live, document, known)
+    operations = fuzzer.operations
+    by_method = Counter(op.method.upper() for op in operations)
+    assert by_method["POST"] == 1 and by_method["DELETE"] == 1 and by_method["GET"] > 30, by_method
+    last = [op for op in operations if op.method.upper() == "DELETE"]  # it removes the job the others read
+    first = [op for op in operations if op.method.upper() != "DELETE"]
+    answers: list[tuple[Call, int, str]] = []
+    failed_bases: list[str] = []
+    started = time.monotonic()
+    for group in (first, last):  # hypothesis generates in this thread only (it is not thread-safe)
+        candidates = [[*fuzzer.generated(op, GenerationMode.POSITIVE, 6), fuzzer.minimal(op)] for op in group]
+        negative = [call for op in group for call in fuzzer.generated(op, GenerationMode.NEGATIVE, 3)]
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            bases = list(pool.map(fuzzer.base, candidates))
+            answers += [answer for sent, _ in bases for answer in sent]
+            failed_bases += [f"{call.label}: {status} {text[:100]}" for _, (call, status, text) in bases
+                             if status >= 400]
+            variants = [call for op, (_, (base, _, _)) in zip(group, bases, strict=True)
+                        for call in fuzzer.variants(op, base)]
+            answers += pool.map(fuzzer.send, list(dict.fromkeys([*negative, *variants])))
+    elapsed = time.monotonic() - started
+    assert len(answers) > 2000, len(answers)
+    assert not failed_bases, "the hostile values must reach past a base that succeeds:\n" + "\n".join(failed_bases)
+    failures = [f"{status} {call.label} [{call.what}] {call.method} {call.url('')[:120]!r}: {text[:160]}"
+                for call, status, text in answers if status >= 500 or status == 0]
+    assert not failures, f"{len(failures)} of {len(answers)} requests in {elapsed:.0f} s:\n" + "\n".join(
+        failures[:40])
