@@ -167,7 +167,7 @@ def fill(path: str, secret: Secret) -> str:
     t = grids()["WebMercatorQuad"].tms.tile(lon, lat, 12)
     values = {"featureId": secret.fid, "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": str(t.z),
               "tileRow": str(t.y), "tileCol": str(t.x), "jobId": str(uuid.uuid4()), "format": "csv",
-              "processId": PROCESS_ID}
+              "processId": PROCESS_ID, "name": f"{SECRET_LAYER}.xml"}
     filled = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
     return filled + ("?f=mvt" if "{tileCol}" in path else "")
 
@@ -301,6 +301,9 @@ def test_every_path_of_the_openapi_document_as_anonymous(site: Site, secret: Sec
         if "get" not in operations:
             continue
         targets.append(fill(path, secret))
+        if path == "/metadata/{name}":
+            targets += [f"/metadata/{layer}{suffix}" for layer in (SECRET_LAYER, SECRET_RASTER, LANDS_LAYER)
+                        for suffix in (".xml", ".jsonld", ".yml")]
         match = re.fullmatch(r"/collections/([^/{]+)(/.*)?", path)
         if match and match.group(1) != "catalogue":
             rest = match.group(2) or ""
