@@ -63,6 +63,9 @@ class LayerNotFoundError(SdiError, KeyError):
 class DatabaseUnavailableError(SdiError, ConnectionError):
     """The database is down, unreachable, or refuses the connection."""
 
+    def __init__(self, message: str = "the database is unreachable; retry shortly") -> None:
+        super().__init__(message)
+
 
 class LoadInterruptedError(SdiError, RuntimeError):
     """A load was stopped before it committed; the previous version of the layer is unchanged."""
@@ -146,3 +149,17 @@ def http_status(error: BaseException) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return 500
+
+
+def database_failure(sqlstate: str | None) -> SdiError:
+    """The 503 error for PostgreSQL's operational failure of SQLSTATE ``sqlstate`` (psycopg's
+    ``OperationalError.sqlstate``).
+
+    No SQLSTATE (the connection failed or was lost), class ``08`` (connection exception) and ``57P0x`` (the
+    server shutting down or unable to connect) mean the database is unreachable: :class:`DatabaseUnavailableError`.
+    Anything else (out of memory or disk, too many connections, a lock not available...) comes from a database
+    that is up but cannot take the work now: :class:`ServiceBusyError`.
+    """
+    if sqlstate is None or sqlstate.startswith(("08", "57P0")):
+        return DatabaseUnavailableError()
+    return ServiceBusyError("the database is busy; retry shortly")

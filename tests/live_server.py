@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -21,6 +22,7 @@ from sdi.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 90
+JOB_TIMEOUT_S = 120  #: the longest a test waits for an asynchronous job to end
 
 
 def free_port() -> int:
@@ -128,3 +130,15 @@ def live_layers(folder: Path, layer_ids: Iterable[str] = (), *, definitions: Ite
     with loaded_database(layer_ids, definitions=definitions, data_dir=folder / "store") as settings, \
             sdi_server(settings, folder, workers=workers, extra_env=extra_env) as url:
         yield Live(url, settings, folder / "server.log")
+
+
+def wait_for_job(location: str, headers: dict[str, str] | None = None, timeout: float = JOB_TIMEOUT_S,
+                 poll_s: float = 0.2) -> dict[str, Any]:
+    """The status document of the job at ``location`` once it ended (``successful`` or ``failed``), or the last
+    one seen after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = requests.get(location, params={"f": "json"}, headers=headers, timeout=30).json()
+        if status["status"] in ("successful", "failed") or time.monotonic() > deadline:
+            return status
+        time.sleep(poll_s)

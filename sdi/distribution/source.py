@@ -20,7 +20,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from sdi.db import connect
-from sdi.errors import DatabaseUnavailableError, DataError, LayerNotFoundError, ServiceBusyError
+from sdi.errors import DataError, LayerNotFoundError, ServiceBusyError, database_failure
 from sdi.query.layer import GEOMETRY_COLUMN, INTEGER_TYPES, NUMBER_TYPES, LayerMeta
 from sdi.settings import Settings
 
@@ -70,7 +70,7 @@ def database_errors(layer_id: str) -> Iterator[None]:
     except pg_errors.QueryCanceled as exc:
         raise ServiceBusyError(f"{layer_id}: reading the layer took longer than the statement timeout") from exc
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
+        raise database_failure(exc.sqlstate) from exc
     except psycopg.Error as exc:
         raise DataError(f"{layer_id}: the layer cannot be read (SQLSTATE {exc.sqlstate})") from exc
 

@@ -16,6 +16,7 @@ from typing import Any
 from psycopg import sql
 
 from sdi.crs import HK_GRID, WEB_MERCATOR, WGS84_GEOG
+from sdi.errors import QueryError
 
 SEGMENTS_PER_SIDE = 32
 #: Boxes (x/y order) that hold all of Hong Kong with a wide margin, per SRID: lon 109–120, lat 17–27.
@@ -24,6 +25,14 @@ DOMAINS: dict[int, tuple[float, float, float, float]] = {
     WEB_MERCATOR: (12_133_824.0, 1_920_825.0, 13_358_339.0, 3_123_471.0),
     HK_GRID: (200_000.0, 200_000.0, 1_500_000.0, 1_500_000.0),
 }
+
+
+def check_geographic(box: tuple[float, float, float, float], geographic: bool, name: str, axes: str) -> None:
+    """Refuse (:class:`QueryError` naming ``name``) a box (x/y order) in a geographic CRS that leaves the globe:
+    longitudes outside −180…180 or latitudes outside −90…90 (``axes``: the CRS's axis order, for the message)."""
+    x0, y0, x1, y1 = box
+    if geographic and not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90):
+        raise QueryError(f"{name}: longitude must lie in −180…180 and latitude in −90…90 ({axes})")
 
 
 def clip(box: tuple[float, float, float, float], srid: int) -> tuple[float, float, float, float] | None:

@@ -9,18 +9,21 @@ Geometry literals are in ``filter-crs`` (CRS84 by default), in that CRS's axis o
 latitude first and EPSG:2326 ones northing first; they are flipped to x/y when the CRS's first axis points
 north, then transformed to the layer's SRID in PostGIS.
 
-Temporal values are bound typed for the column they meet, so no comparison depends on the session's
-``TimeZone`` (PostgreSQL converts between ``date``, ``timestamp`` and ``timestamptz`` at that zone): a ``date``
-column is compared with UTC calendar days (a date-time literal becomes the day it falls on in UTC), a
+Date and date-time literals (``DATE()``, ``TIMESTAMP()``, intervals, ECQL's instants) compared with a
+``date``, ``timestamp`` or ``timestamptz`` property are bound typed for that column, so those comparisons do
+not depend on the session's ``TimeZone`` (PostgreSQL converts between the three types at that zone): a
+``date`` column is compared with UTC calendar days (a date-time literal becomes the day it falls on in UTC), a
 ``timestamp`` column with naive UTC date-times, a ``timestamptz`` column with UTC date-times; date-times
 without an offset are UTC, and a date literal compared with a timestamp column stands for its whole UTC day
-(:func:`time_condition`).
+(:func:`time_condition`). Still read at the session's zone: string literals compared with a time column
+(``day = '2020-05-01'``, which PostgreSQL casts) and comparisons of two columns of different time types.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +34,7 @@ from pygeofilter.backends.evaluator import Evaluator, handle
 
 from sdi.crs import CRS84_URI, uri_crs
 from sdi.errors import CrsError, QueryError
-from sdi.query.boxes import box_sql
+from sdi.query.boxes import box_sql, check_geographic
 
 MAX_FILTER_CHARS = 20_000  #: longer filters are refused before parsing
 MAX_NODES = 1000  #: filters with more nodes are refused (each node is SQL the database must plan)
@@ -45,35 +48,27 @@ _SPATIAL = {ast.SpatialComparisonOp.INTERSECTS: "st_intersects", ast.SpatialComp
             ast.SpatialComparisonOp.CONTAINS: "st_contains", ast.SpatialComparisonOp.WITHIN: "st_within",
             ast.SpatialComparisonOp.TOUCHES: "st_touches", ast.SpatialComparisonOp.CROSSES: "st_crosses",
             ast.SpatialComparisonOp.OVERLAPS: "st_overlaps", ast.SpatialComparisonOp.EQUALS: "st_equals"}
-#: Temporal predicates on an instant column: (instant vs instant, instant vs interval [start, end]).
-_TEMPORAL: dict[type, tuple[str | None, str | None]] = {
-    ast.TimeBefore: ("{a} < {b}", "{a} < {s}"),
-    ast.TimeAfter: ("{a} > {b}", "{a} > {e}"),
-    ast.TimeEquals: ("{a} = {b}", None),
-    ast.TimeDuring: (None, "({a} > {s} and {a} < {e})"),
-    ast.TimeOverlaps: ("{a} = {b}", "({a} >= {s} and {a} <= {e})"),  # CQL2 JSON t_intersects
-    ast.TimeBeforeOrDuring: (None, "{a} < {e}"),
-    ast.TimeDuringOrAfter: (None, "{a} > {s}"),
-    ast.TimeDisjoint: ("{a} <> {b}", "({a} < {s} or {a} > {e})"),
+#: Each temporal predicate of an instant (the property) against an instant and against an interval: the operator
+#: of :func:`time_condition` (``None``: needs an interval), then how the interval terms combine and each term as
+#: (which end, operator of :func:`time_condition`) (``None``: needs an instant).
+_TEMPORAL: dict[type, tuple[str | None, tuple[str, tuple[tuple[str, str], ...]] | None]] = {
+    ast.TimeBefore: ("<", ("and", (("start", "<"),))),
+    ast.TimeAfter: (">", ("and", (("end", ">"),))),
+    ast.TimeEquals: ("=", None),
+    ast.TimeDuring: (None, ("and", (("start", ">start"), ("end", "<end")))),
+    ast.TimeOverlaps: ("=", ("and", (("start", ">="), ("end", "<=")))),  # CQL2 JSON t_intersects
+    ast.TimeBeforeOrDuring: (None, ("and", (("end", "<end"),))),
+    ast.TimeDuringOrAfter: (None, ("and", (("start", ">start"),))),
+    ast.TimeDisjoint: ("<>", ("or", (("start", "<"), ("end", ">")))),
 }
+#: A predicate with the interval first, as the same predicate with the property first (``p(I, a) == q(a, I)``).
+_MIRRORED: dict[type, type] = {ast.TimeOverlaps: ast.TimeOverlaps, ast.TimeEquals: ast.TimeEquals,
+                               ast.TimeDisjoint: ast.TimeDisjoint, ast.TimeBefore: ast.TimeAfter,
+                               ast.TimeAfter: ast.TimeBefore, ast.TimeContains: ast.TimeDuring}
 _DISTANCE_UNITS = {"meters": 1.0, "metres": 1.0, "m": 1.0, "kilometers": 1000.0, "kilometres": 1000.0,
                    "km": 1000.0, "feet": 0.3048, "ft": 0.3048, "statute miles": 1609.344, "miles": 1609.344,
                    "nautical miles": 1852.0}
 _TEXT_FUNCTIONS = ("lower", "casei", "upper", "accenti")
-#: Temporal predicates against an interval, on a date or timestamp column: how their terms combine, and each
-#: term as (which end, operator of :func:`time_condition`).
-_INTERVAL_TERMS: dict[type, tuple[str, tuple[tuple[str, str], ...]]] = {
-    ast.TimeBefore: ("and", (("start", "<"),)),
-    ast.TimeAfter: ("and", (("end", ">"),)),
-    ast.TimeDuring: ("and", (("start", ">start"), ("end", "<end"))),
-    ast.TimeOverlaps: ("and", (("start", ">="), ("end", "<="))),  # CQL2 JSON t_intersects
-    ast.TimeBeforeOrDuring: ("and", (("end", "<end"),)),
-    ast.TimeDuringOrAfter: ("and", (("start", ">start"),)),
-    ast.TimeDisjoint: ("or", (("start", "<"), ("end", ">"))),
-}
-#: Temporal predicates against an instant, on a date or timestamp column: the operator of :func:`time_condition`.
-_INSTANT_OPS = {ast.TimeBefore: "<", ast.TimeAfter: ">", ast.TimeEquals: "=", ast.TimeOverlaps: "=",
-                ast.TimeDisjoint: "<>"}
 _SWAPPED = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "<>": "<>"}
 
 
@@ -107,17 +102,19 @@ class TimeSpan:
     exclusive: bool = False
 
 
-def time_span(value: dt.date, kind: str) -> TimeSpan:
+def time_span(value: dt.date, kind: str, what: str = "filter") -> TimeSpan:
     """``value`` (a date, or a date-time; one without an offset is UTC) in the terms of a ``kind`` column.
 
     On a ``date`` column that is one day: a date-time's UTC calendar date. On a timestamp column a date-time is
-    one instant and a date its whole UTC day ``[00:00, next day 00:00)``; ``timestamp`` columns get naive UTC
-    values, ``timestamptz`` ones aware UTC values.
+    one instant and a date its whole UTC day ``[00:00, next day 00:00)`` (the last day of the calendar, which
+    has no next day: up to its last microsecond); ``timestamp`` columns get naive UTC values, ``timestamptz``
+    ones aware UTC values.
 
     Raises
     ------
     QueryError
-        When the value lies at the end of the calendar (year 1 or 9999) and cannot be moved to UTC.
+        Naming the parameter ``what``, when the value lies at the end of the calendar (year 1 or 9999) and
+        cannot be moved to UTC.
     """
     try:
         if kind == "date":
@@ -128,9 +125,10 @@ def time_span(value: dt.date, kind: str) -> TimeSpan:
             exclusive = False
         else:
             first = dt.datetime.combine(value, dt.time.min, dt.UTC)
-            last, exclusive = first + dt.timedelta(days=1), True
+            exclusive = value < dt.date.max
+            last = first + dt.timedelta(days=1) if exclusive else dt.datetime.combine(value, dt.time.max, dt.UTC)
     except OverflowError:
-        raise QueryError(f"filter: {value.isoformat()[:40]!r} is out of range") from None
+        raise QueryError(f"{what}: {value.isoformat()[:40]!r} is out of range") from None
     if kind == "timestamp":
         first, last = first.replace(tzinfo=None), last.replace(tzinfo=None)
     return TimeSpan(first, last, exclusive)
@@ -140,8 +138,16 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-def time_condition(column: sql.Composable, kind: str, op: str, value: dt.date,
-                   bind: Callable[[Any], sql.Composable]) -> sql.Composable:
+def _compare(left: sql.Composable, op: str, right: sql.Composable) -> sql.Composable:
+    return sql.SQL("({} " + op + " {})").format(left, right)
+
+
+#: The operators of :func:`time_condition` that are not SQL, on a column of another type.
+_PLAIN = {">start": ">", "<end": "<"}
+
+
+def time_condition(column: sql.Composable, kind: str | None, op: str, value: Any,
+                   bind: Callable[[Any], sql.Composable], what: str = "filter") -> sql.Composable:
     """``column op value`` with ``value`` bound in the column's own type (see :func:`time_span`).
 
     Parameters
@@ -149,7 +155,8 @@ def time_condition(column: sql.Composable, kind: str, op: str, value: dt.date,
     column
         The date or timestamp column.
     kind
-        Its :func:`time_kind`.
+        Its :func:`time_kind`; ``None`` (a column of another type, or an expression): ``value`` is bound as it
+        is and PostgreSQL casts it.
     op
         ``=``, ``<>``, ``<``, ``<=``, ``>``, ``>=`` (on a date column: day against day; on a timestamp column a
         date's whole day: ``=`` within it, ``<`` before it, ``<=`` before its end, ``>`` after it, ``>=`` from
@@ -158,40 +165,53 @@ def time_condition(column: sql.Composable, kind: str, op: str, value: dt.date,
         A date or date-time literal.
     bind
         Binds a value and returns its placeholder.
+    what
+        The parameter named in errors (``filter``, ``datetime``, a property name).
+
+    Raises
+    ------
+    QueryError
+        Naming ``what``, for a value :func:`time_span` cannot place or an unknown ``op``.
     """
-    span = time_span(value, kind)
+    if kind is None:
+        return _compare(column, _PLAIN.get(op, op), bind(value))
+    span = time_span(value, kind, what)
+    single = span.first == span.last
+    to_end = "<" if span.exclusive else "<="  # the span's last value and what lies before it
+    past_end = ">=" if span.exclusive else ">"
     if op in ("<", ">=", ">start"):
-        return sql.SQL("({} " + {"<": "<", ">=": ">=", ">start": ">"}[op] + " {})").format(column, bind(span.first))
+        return _compare(column, _PLAIN.get(op, op), bind(span.first))
     if op in ("<=", ">", "<end"):
-        text = {"<=": "<", ">": ">=", "<end": "<"}[op] if span.exclusive else {"<=": "<=", ">": ">", "<end": "<"}[op]
-        return sql.SQL("({} " + text + " {})").format(column, bind(span.last))
+        text = {"<=": to_end, ">": past_end, "<end": "<" if single else to_end}[op]
+        return _compare(column, text, bind(span.last))
     if op not in ("=", "<>"):
-        raise QueryError(f"filter: unsupported comparison {op!r}")
-    if not span.exclusive:
-        return sql.SQL("({} " + op + " {})").format(column, bind(span.first))
-    text = "({c} >= {a} and {c} < {b})" if op == "=" else "({c} < {a} or {c} >= {b})"
+        raise QueryError(f"{what}: unsupported comparison {op!r}")
+    if single:
+        return _compare(column, op, bind(span.first))
+    text = "({c} >= {a} and {c} " + to_end + " {b})" if op == "=" else "({c} < {a} or {c} " + past_end + " {b})"
     return sql.SQL(text).format(c=column, a=bind(span.first), b=bind(span.last))
 
 
-def interval_condition(column: sql.Composable, kind: str, start: dt.date | None, end: dt.date | None,
-                       bind: Callable[[Any], sql.Composable], predicate: type = ast.TimeOverlaps) -> sql.Composable:
+def interval_condition(column: sql.Composable, kind: str | None, start: dt.date | None, end: dt.date | None,
+                       bind: Callable[[Any], sql.Composable], predicate: type = ast.TimeOverlaps,
+                       what: str = "filter") -> sql.Composable:
     """``column`` against the closed interval ``[start, end]`` (``None``: open) with a temporal ``predicate``
     (by default intersects, as ``datetime`` asks), values typed for the column (:func:`time_condition`).
 
     Raises
     ------
     QueryError
-        For a predicate that does not compare an instant with an interval.
+        Naming ``what``, for a predicate that does not compare an instant with an interval.
     """
-    forms = _INTERVAL_TERMS.get(predicate)
+    forms = _TEMPORAL.get(predicate, (None, None))[1]
     if forms is None:
-        raise QueryError(f"filter: {predicate.__name__} needs an instant")
+        raise QueryError(f"{what}: {predicate.__name__} needs an instant")
     joiner, terms = forms
     parts: list[sql.Composable] = []
     for which, op in terms:
         value = start if which == "start" else end
         if value is not None:
-            parts.append(time_condition(column, kind, op, value, bind))
+            parts.append(time_condition(column, kind, op, value, bind, what))
         elif joiner == "and" and op in ("<", ">"):  # before the open start / after the open end: nothing
             return sql.SQL("false")
     if not parts:
@@ -227,6 +247,39 @@ class _Bound(sql.Placeholder):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
+
+
+class Binder:
+    """Binds values into ``params`` as named placeholders ``<prefix>0``, ``<prefix>1``, ...
+
+    Parameters
+    ----------
+    params
+        The statement's parameters, added to in place.
+    prefix
+        Starts every name this binder gives (distinct per binder of one statement).
+    """
+
+    def __init__(self, params: dict[str, Any], prefix: str) -> None:
+        self.params = params
+        self.prefix = prefix
+        self._count = 0
+
+    def name(self, label: str = "") -> str:
+        """A fresh parameter name, ``<prefix><label><n>``."""
+        self._count += 1
+        return f"{self.prefix}{label}{self._count - 1}"
+
+    def __call__(self, value: Any) -> sql.Composable:
+        """A named placeholder for ``value``."""
+        key = self.name()
+        self.params[key] = value
+        return _Bound(key)
+
+    def unbind(self, placeholder: Any) -> None:
+        """Forget the value behind ``placeholder`` (it is bound again in another type)."""
+        if isinstance(placeholder, _Bound):
+            self.params.pop(placeholder.key, None)
 
 
 def _is_number(value: object) -> bool:
@@ -334,22 +387,11 @@ class SqlEvaluator(Evaluator):
         self.srid = srid
         self.filter_crs = filter_crs
         self.params: dict[str, Any] = {}
-        self._count = 0
+        self.bind = Binder(self.params, "cql")  #: binds a value, returning its placeholder
 
-    def _next(self) -> int:
-        self._count += 1
-        return self._count - 1
-
-    def bind(self, value: Any) -> sql.Composable:
-        """A named placeholder for ``value``."""
-        name = f"cql{self._next()}"
-        self.params[name] = value
-        return _Bound(name)
-
-    def unbind(self, placeholder: Any) -> None:
-        """Forget the value behind ``placeholder`` (it is bound again in another type)."""
-        if isinstance(placeholder, _Bound):
-            self.params.pop(placeholder.key, None)
+    def _kind(self, node: Any) -> str | None:
+        """The :func:`time_kind` of ``node`` when it is a property, else ``None``."""
+        return time_kind(self.columns.get(node.name)) if isinstance(node, ast.Attribute) else None
 
     def evaluate(self, node: Any, adopt_result: bool = True) -> Any:
         """Evaluate ``node``; an interval literal stays a :class:`_Period` of Python values."""
@@ -364,9 +406,9 @@ class SqlEvaluator(Evaluator):
         the other a date or date-time literal (whose placeholder is then dropped), else ``None``."""
         for column, literal, column_sql, literal_sql, swapped in ((a, b, a_sql, b_sql, False),
                                                                   (b, a, b_sql, a_sql, True)):
-            kind = time_kind(self.columns.get(column.name)) if isinstance(column, ast.Attribute) else None
+            kind = self._kind(column)
             if kind is not None and isinstance(literal, dt.date):
-                self.unbind(literal_sql)
+                self.bind.unbind(literal_sql)
                 return column_sql, kind, literal, swapped
         return None
 
@@ -410,6 +452,8 @@ class SqlEvaluator(Evaluator):
 
     @handle(ast.Arithmetic, subclasses=True)
     def arithmetic(self, node: ast.Arithmetic, lhs: sql.Composable, rhs: sql.Composable) -> sql.Composable:
+        if node.op == ast.ArithmeticOp.DIV:  # CQL2's "/" divides as real numbers (PostgreSQL's int / int truncates)
+            return sql.SQL("(({})::double precision / ({})::double precision)").format(lhs, rhs)
         return sql.SQL("({} " + _ARITHMETIC[node.op] + " {})").format(lhs, rhs)
 
     @handle(values.Geometry)
@@ -433,8 +477,11 @@ class SqlEvaluator(Evaluator):
         crs = self._crs(crs_name)
         if crs.north_first:  # corners in the CRS's axis order
             x0, y0, x1, y1 = y0, x0, y1, x1
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            raise QueryError("filter: BBOX numbers must be finite")
+        check_geographic((x0, y0, x1, y1), crs.geographic, "filter: BBOX", crs.axis_label)
         box = box_sql((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), crs.srid, self.params,
-                      f"cqlbox{self._next()}_", self.srid)
+                      self.bind.name("box") + "_", self.srid)
         return box if box is not None else sql.SQL("st_setsrid('POLYGON EMPTY'::geometry, {})").format(
             sql.Literal(self.srid))
 
@@ -469,10 +516,10 @@ class SqlEvaluator(Evaluator):
     @handle(ast.Between)
     def between(self, node: ast.Between, lhs: sql.Composable, low: sql.Composable,
                 high: sql.Composable) -> sql.Composable:
-        kind = time_kind(self.columns.get(node.lhs.name)) if isinstance(node.lhs, ast.Attribute) else None
+        kind = self._kind(node.lhs)
         if kind is not None and isinstance(node.low, dt.date) and isinstance(node.high, dt.date):
-            self.unbind(low)
-            self.unbind(high)
+            self.bind.unbind(low)
+            self.bind.unbind(high)
             clause = sql.SQL("({} and {})").format(time_condition(lhs, kind, ">=", node.low, self.bind),
                                                    time_condition(lhs, kind, "<=", node.high, self.bind))
             return sql.SQL("(not {})").format(clause) if node.not_ else clause
@@ -480,20 +527,24 @@ class SqlEvaluator(Evaluator):
 
     @handle(ast.Like)
     def like(self, node: ast.Like, lhs: sql.Composable) -> sql.Composable:
-        if not isinstance(node.pattern, str):
+        pattern, nocase = node.pattern, node.nocase
+        if (isinstance(pattern, ast.Function) and pattern.name.lower() in _TEXT_FUNCTIONS
+                and len(pattern.arguments) == 1 and isinstance(pattern.arguments[0], str)):
+            pattern, nocase = pattern.arguments[0], True  # CASEI(name) LIKE CASEI('%lib%')
+        if not isinstance(pattern, str):
             raise QueryError("filter: LIKE needs a text pattern")
-        op = ("not " if node.not_ else "") + ("ilike" if node.nocase else "like")
+        op = ("not " if node.not_ else "") + ("ilike" if nocase else "like")
         # '%' any run, '_' one character, '\' escapes: SQL's own LIKE, which CQL2 and ECQL follow
-        return sql.SQL("(({})::text " + op + " {})").format(lhs, self.bind(node.pattern))
+        return sql.SQL("(({})::text " + op + " {})").format(lhs, self.bind(pattern))
 
     @handle(ast.In)
     def in_(self, node: ast.In, lhs: sql.Composable, *options: sql.Composable) -> sql.Composable:
         if not options:
             return sql.SQL("true" if node.not_ else "false")
-        kind = time_kind(self.columns.get(node.lhs.name)) if isinstance(node.lhs, ast.Attribute) else None
+        kind = self._kind(node.lhs)
         if kind is not None and all(isinstance(v, dt.date) for v in node.sub_nodes):
             for option in options:
-                self.unbind(option)
+                self.bind.unbind(option)
             clause = sql.SQL("({})").format(sql.SQL(" or ").join(
                 time_condition(lhs, kind, "=", v, self.bind) for v in node.sub_nodes))
             return sql.SQL("(not {})").format(clause) if node.not_ else clause
@@ -528,28 +579,24 @@ class SqlEvaluator(Evaluator):
         return sql.SQL(text).format(lhs, rhs, metres)  # EPSG:2326 is in metres
 
     @handle(ast.TemporalPredicate, subclasses=True)
-    def temporal(self, node: ast.TemporalPredicate, lhs: sql.Composable, rhs: Any) -> sql.Composable:
-        forms = _TEMPORAL.get(type(node))
-        if forms is None:
-            raise QueryError(f"filter: unsupported temporal predicate {type(node).__name__}")
-        instant, interval = forms
-        kind = time_kind(self.columns.get(node.lhs.name)) if isinstance(node.lhs, ast.Attribute) else None
+    def temporal(self, node: ast.TemporalPredicate, lhs: Any, rhs: Any) -> sql.Composable:
+        predicate, first, second = type(node), node.lhs, node.rhs
+        if isinstance(lhs, _Period):  # the interval first: the same predicate with the property first
+            if isinstance(rhs, _Period) or predicate not in _MIRRORED:
+                raise QueryError(f"filter: {predicate.__name__} needs the property first and an interval second")
+            predicate, first, second, lhs, rhs = _MIRRORED[predicate], second, first, rhs, lhs
+        if predicate not in _TEMPORAL:
+            raise QueryError(f"filter: unsupported temporal predicate {predicate.__name__}")
         if isinstance(rhs, _Period):
-            if interval is None:
-                raise QueryError(f"filter: {type(node).__name__} needs an instant")
-            if kind is not None:
-                return interval_condition(lhs, kind, rhs.start, rhs.end, self.bind, type(node))
-            start = self.bind(rhs.start) if rhs.start is not None else sql.SQL("'-infinity'::timestamptz")
-            end = self.bind(rhs.end) if rhs.end is not None else sql.SQL("'infinity'::timestamptz")
-            return sql.SQL(interval).format(a=lhs, s=start, e=end)
-        if instant is None:
-            raise QueryError(f"filter: {type(node).__name__} needs an interval")
-        timed = self._time_operands(node.lhs, node.rhs, lhs, rhs)
+            return interval_condition(lhs, self._kind(first), rhs.start, rhs.end, self.bind, predicate)
+        op = _TEMPORAL[predicate][0]
+        if op is None:
+            raise QueryError(f"filter: {predicate.__name__} needs an interval")
+        timed = self._time_operands(first, second, lhs, rhs)
         if timed is not None:
             column, kind, value, swapped = timed
-            op = _INSTANT_OPS[type(node)]
             return time_condition(column, kind, _SWAPPED[op] if swapped else op, value, self.bind)
-        return sql.SQL(instant).format(a=lhs, b=rhs)
+        return _compare(lhs, op, rhs)
 
 
 def _children(node: Any) -> list[Any]:

@@ -16,7 +16,8 @@ from typing import Any
 from sdi.crs import CRS84_URI, SERVED_CRS, UriCrs, uri_crs
 from sdi.errors import QueryError
 from sdi.numerals import ASCII_SPACE, decimal_integer
-from sdi.query.cql import check_filter, parse_filter
+from sdi.query.boxes import check_geographic
+from sdi.query.cql import check_filter, parse_filter, time_kind
 from sdi.query.layer import INTEGER_TYPES, NUMBER_TYPES, LayerMeta
 
 MAX_OFFSET = 10_000_000  #: deeper pages are refused (use a filter instead)
@@ -144,24 +145,30 @@ def parse_box(value: str, crs: UriCrs, name: str = "bbox") -> Box:
         a0, a1, b0, b1 = a1, a0, b1, b0
     if a0 > b0 or a1 > b1:
         raise QueryError(f"{name}: the lower corner must come first ({crs.axis_label} order in {crs.uri})")
-    if crs.geographic and not (-180 <= a0 <= 180 and -180 <= b0 <= 180 and -90 <= a1 <= 90 and -90 <= b1 <= 90):
-        raise QueryError(f"{name}: longitude must lie in −180…180 and latitude in −90…90 ({crs.axis_label})")
+    check_geographic((a0, a1, b0, b1), crs.geographic, name, crs.axis_label)
     return Box(a0, a1, b0, b1, crs)
 
 
-def _instant(text: str, name: str, end: bool) -> dt.datetime | None:
+def time_value(text: str, name: str) -> dt.date:
+    """An RFC 3339 date (``2020-05-01``: a :class:`datetime.date`) or date-time (a :class:`datetime.datetime`,
+    naive when it has no offset, which :mod:`sdi.query.cql` reads as UTC); else a :class:`QueryError` naming
+    ``name``."""
     text = text.strip()
-    if text in ("", ".."):
-        return None
     try:
-        if len(text) == 10:  # a date: the whole day
-            day = dt.date.fromisoformat(text)
-            moment = dt.datetime.combine(day, dt.time.max if end else dt.time.min)
-        else:
-            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise QueryError(f"{name}: {text[:60]!r} is not an RFC 3339 date-time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _instant(text: str, name: str, end: bool) -> dt.datetime | None:
+    if text.strip() in ("", ".."):
+        return None
+    value = time_value(text, name)
+    if not isinstance(value, dt.datetime):  # a date: the whole day
+        value = dt.datetime.combine(value, dt.time.max if end else dt.time.min)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def parse_datetime(value: str, name: str = "datetime") -> Interval:
@@ -178,8 +185,11 @@ def parse_datetime(value: str, name: str = "datetime") -> Interval:
 
 
 def typed_value(pg_type: str, value: str, name: str) -> Any:
-    """A query-string value as the Python type bound for a column of ``pg_type``."""
+    """A query-string value as the Python type bound for a column of ``pg_type`` (for a date or timestamp column a
+    date or date-time, :func:`time_value`, which the statement binds in the column's own type)."""
     text = value.strip()
+    if time_kind(pg_type) is not None:
+        return time_value(value, name)
     try:
         if pg_type in INTEGER_TYPES:
             integer = decimal_integer(value.strip(ASCII_SPACE), signed=True, max_digits=19)

@@ -17,8 +17,7 @@ geometry as WKT in the requested CRS and axis order), ``chunk`` lines joined wit
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +26,9 @@ from psycopg import sql
 from sdi.crs import UriCrs
 from sdi.errors import QueryError
 from sdi.query.boxes import box_sql
-from sdi.query.cql import interval_condition, time_kind, to_sql
+from sdi.query.cql import Binder, interval_condition, time_condition, time_kind, to_sql
 from sdi.query.layer import GEOMETRY_COLUMN, INTEGER_TYPES, NUMBER_TYPES, TABLE_SRID, TEXT_TYPES, LayerMeta
-from sdi.query.params import ItemQuery, ItemsQuery
+from sdi.query.params import ItemQuery, ItemsQuery, time_value
 
 CHUNK_FEATURES = 500  #: features per result row of a page statement
 WKT_COLUMN = "wkt"  #: the geometry column of CSV output
@@ -109,39 +108,38 @@ def csv_header(names: list[str], geometry: bool) -> str:
     return ",".join('"' + n.replace('"', '""') + '"' for n in cells) + "\r\n"
 
 
-def _binder(params: dict[str, Any], prefix: str) -> Callable[[Any], sql.Composable]:
-    """A function binding values into ``params`` as ``<prefix>0``, ``<prefix>1``, ... and returning placeholders."""
-
-    numbers = itertools.count()
-
-    def bind(value: Any) -> sql.Composable:
-        name = f"{prefix}{next(numbers)}"
-        params[name] = value
-        return sql.Placeholder(name)
-
-    return bind
-
-
 def conditions(layer: LayerMeta, query: ItemsQuery, params: dict[str, Any]) -> list[sql.Composable]:
     """The ``WHERE`` terms of ``query`` over alias ``t`` (bbox, property equality, datetime, q, filter).
 
-    ``datetime`` selects the rows of the layer's time column that intersect the interval, compared in the
+    ``datetime`` selects the rows of the layer's time column that intersect the interval, and a property filter
+    on a date or timestamp column (``day=2020-05-01``) the rows equal to its value, both compared in the
     column's own type (see :func:`sdi.query.cql.time_condition`): a ``date`` column by UTC calendar day, so
-    ``datetime=2020-05-01T10:00:00Z`` finds a row dated 2020-05-01, whatever the session's ``TimeZone``."""
+    ``datetime=2020-05-01T10:00:00Z`` finds a row dated 2020-05-01, a timestamp column with a date by its whole
+    UTC day, date-times without an offset as UTC, whatever the session's ``TimeZone``.
+
+    Raises
+    ------
+    QueryError
+        Naming the parameter, for a time value outside the calendar or (from pygeoapi) one that is not a date.
+    """
     where: list[sql.Composable] = []
     if query.bbox is not None:
         b = query.bbox
         box = box_sql((b.x0, b.y0, b.x1, b.y1), b.crs.srid, params, "bbox")
         where.append(sql.SQL("false") if box is None
                      else sql.SQL("st_intersects({}, {})").format(_col(GEOMETRY_COLUMN), box))
-    for i, (name, value) in enumerate(query.equals):
-        params[f"eq{i}"] = value
-        where.append(sql.SQL("{} = {}").format(_col(name), sql.Placeholder(f"eq{i}")))
+    equal = Binder(params, "eq")
+    for name, value in query.equals:
+        kind = time_kind(layer.columns.get(name))
+        if kind is None:
+            where.append(sql.SQL("{} = {}").format(_col(name), equal(value)))
+        else:  # typed for the column, as datetime is (pygeoapi passes the text as sent)
+            moment = value if isinstance(value, dt.date) else time_value(str(value), name)
+            where.append(time_condition(_col(name), kind, "=", moment, equal, what=name))
     if query.datetime is not None and layer.time_field is not None:
-        # values typed for the column (a date column gets UTC days): nothing depends on the session's TimeZone
         kind = time_kind(layer.columns.get(layer.time_field)) or "timestamptz"
         where.append(interval_condition(_col(layer.time_field), kind, query.datetime.start, query.datetime.end,
-                                        _binder(params, "dt")))
+                                        Binder(params, "dt"), what="datetime"))
     if query.q:
         text_columns = [n for n, t in layer.columns.items() if t in TEXT_TYPES]
         params["q"] = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

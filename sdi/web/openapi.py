@@ -357,7 +357,7 @@ def _tiles(doc: dict[str, Any], layer: str) -> None:
         doc["paths"][f"{tiles}/{{tileMatrixSetId}}{suffix}"] = {"get": {
             "summary": summary.format(_title(doc, layer)), "description": listing.get("description", ""),
             "tags": listing.get("tags", [layer]),
-            "operationId": operation_id.replace("getTileSetsList", "getTileSet" + ("Metadata" if suffix else "")),
+            "operationId": operation_id.replace("getTileSetsList", "getTileSet") + ("Metadata" if suffix else ""),
             "parameters": [_p("OGCTiles.tileMatrixSetId"), _p("SDI.f-tileset"), _p("lang")],
             "responses": {"200": _r("OGCTiles.TileSet"), **ERRORS}}}
 

@@ -31,12 +31,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sdi.errors import (
-    DatabaseUnavailableError,
     FeatureNotFoundError,
     LayerNotFoundError,
     QueryError,
     SdiError,
     ServiceBusyError,
+    database_failure,
 )
 from sdi.publishing.process import PROCESS_ID, Prepared, prepare, run_prepared
 from sdi.query.params import check_parameters, parse_int
@@ -48,8 +48,18 @@ from sdi.web.pages import render
 from sdi.web.runtime import Runtime, with_options
 
 MAX_JSON_DEPTH = 32
+MAX_BODY_INTEGER = 2**63 - 1  #: larger whole numbers are refused (no input is that big; math on them overflows)
+MAX_PATH_SHOWN = 200  #: characters of a body location quoted in a message
 MAX_JOBS_LISTED = 1000
 RESULT_NOT_READY = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready"
+
+
+def _where(path: str) -> str:
+    """A location in the body for a message: ``the document`` for the root, at most :data:`MAX_PATH_SHOWN`
+    characters."""
+    if not path:
+        return "the document"
+    return path if len(path) <= MAX_PATH_SHOWN else path[:MAX_PATH_SHOWN] + "…"
 
 
 def _segment(key: str) -> str:
@@ -72,12 +82,14 @@ def _check_tree(doc: Any, limit: int) -> None:
             raise QueryError(f"body: JSON nested more than {limit} levels deep")
         if isinstance(current, str):
             if "\x00" in current:
-                raise QueryError(f"body: {path} contains a NUL character")
+                raise QueryError(f"body: {_where(path)} contains a NUL character")
         elif isinstance(current, float) and not math.isfinite(current):
-            raise QueryError(f"body: {path or 'the document'} is not a finite number")
+            raise QueryError(f"body: {_where(path)} is not a finite number")
+        elif isinstance(current, int) and not isinstance(current, bool) and abs(current) > MAX_BODY_INTEGER:
+            raise QueryError(f"body: {_where(path)} is out of range")
         elif isinstance(current, dict):
             if any("\x00" in key for key in current):
-                raise QueryError(f"body: {path or 'the document'} has a key with a NUL character")
+                raise QueryError(f"body: {_where(path)} has a key with a NUL character")
             stack.extend((v, depth + 1, f"{path}.{_segment(k)}" if path else _segment(k)) for k, v in current.items())
         elif isinstance(current, list):
             stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(current))
@@ -120,11 +132,12 @@ def process_settings(runtime: Runtime, role: str | None) -> Settings:
 T = TypeVar("T")
 
 
-def bounded(runtime: Runtime, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def with_503s(runtime: Runtime, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``work(*args, **kwargs)`` (the planning library, in a thread) with its database failures as 503s.
 
-    Its statement timeout (``SDI_PROCESS_TIMEOUT_S``) is a :class:`ServiceBusyError` naming the limit, and a lost
-    or unreachable database a :class:`DatabaseUnavailableError`: one-line messages, never PostgreSQL's text.
+    Its statement timeout (``SDI_PROCESS_TIMEOUT_S``) is a :class:`ServiceBusyError` naming the limit, and an
+    operational failure :func:`sdi.errors.database_failure` (unreachable or busy): one-line messages, never
+    PostgreSQL's text.
     """
     try:
         return work(*args, **kwargs)
@@ -132,7 +145,7 @@ def bounded(runtime: Runtime, work: Callable[..., T], *args: Any, **kwargs: Any)
         raise ServiceBusyError(f"the process took longer than {runtime.web.process_timeout_s:g} s "
                                "(SDI_PROCESS_TIMEOUT_S); narrow its inputs or retry later") from exc
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
+        raise database_failure(exc.sqlstate) from exc
 
 
 def _job_pool(runtime: Runtime) -> tuple[ThreadPoolExecutor, asyncio.Semaphore]:
@@ -154,14 +167,14 @@ async def execute(request: Request) -> Response:
     settings = process_settings(runtime, await runtime.database_role())
     async with runtime.heavy():
         try:
-            prepared = await run_in_threadpool(bounded, runtime, prepare, doc.get("inputs", {}),
+            prepared = await run_in_threadpool(with_503s, runtime, prepare, doc.get("inputs", {}),
                                                published=published, scheduler=runtime.web.dask_scheduler,
                                                settings=settings)
         except LayerNotFoundError as exc:  # a layer the inputs name: a bad input, not a missing resource
             raise QueryError(str(exc)) from exc
     if "respond-async" not in request.headers.get("prefer", ""):
         async with runtime.heavy():
-            result = await run_in_threadpool(bounded, runtime, run_prepared, prepared, settings)
+            result = await run_in_threadpool(with_503s, runtime, run_prepared, prepared, settings)
         return Response(json_bytes(result), media_type=GEOJSON)
     store: JobStore = runtime.state["jobs"]
     executor, slots = _job_pool(runtime)
@@ -197,7 +210,7 @@ def _run_job(runtime: Runtime, store: JobStore, job_id: str, prepared: Prepared,
         if not update(status="running", started=dt.datetime.now(dt.UTC), progress=10, message="running"):
             return
         try:
-            result = bounded(runtime, run_prepared, prepared, settings)
+            result = with_503s(runtime, run_prepared, prepared, settings)
         except SdiError as exc:
             update(status="failed", finished=dt.datetime.now(dt.UTC), message=str(exc)[:1000])
             return

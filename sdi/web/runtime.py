@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -37,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sdi.access.identity import Identity, current
 from sdi.access.roles import ANON, role_for
-from sdi.errors import DatabaseUnavailableError, LayerNotFoundError, QueryError, ServiceBusyError
+from sdi.errors import DatabaseUnavailableError, LayerNotFoundError, QueryError, ServiceBusyError, database_failure
 from sdi.query.sqlerrors import client_reason
 from sdi.settings import Settings
 from sdi.web.settings import WebSettings
@@ -70,6 +69,8 @@ class Runtime:
     roles: weakref.WeakKeyDictionary[Any, str | None] = field(default_factory=weakref.WeakKeyDictionary)
     #: Roles known to exist (made by ``sdi.access_role()`` on first use).
     ensured: set[str] = field(default_factory=lambda: {ANON})
+    #: Connections being put back after their request gave up waiting (kept referenced until done).
+    _returning: set[asyncio.Future[None]] = field(default_factory=set)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Runtime:
         return self  # shared, not data: pygeoapi deep-copies its configuration, which references the runtime
@@ -161,10 +162,12 @@ class Runtime:
         """A connection from the pool, waited for at most :attr:`WebSettings.pool_timeout_s`, but no longer than
         the connect timeout once the database is unreachable (:func:`unreachable`).
 
-        The wait is cut into slices of the connect timeout (``SDI_CONNECT_TIMEOUT``, the longest one connection
-        attempt of the pool takes): after each, a request whose pool's latest attempts all failed is answered
-        503 at once, so a stopped database is reported within the connect timeout however long the pool
-        timeout is, while a reachable but saturated database keeps requests waiting for the whole pool timeout.
+        One place in the pool's queue (first come, first served) is waited on in slices of the connect timeout
+        (``SDI_CONNECT_TIMEOUT``, the longest one connection attempt of the pool takes): after each, a request
+        whose pool's latest attempts all failed is answered 503 at once, so a stopped database is reported within
+        the connect timeout however long the pool timeout is, while a reachable but saturated database keeps
+        requests waiting for the whole pool timeout. A place given up (503, or the client gone) is not
+        cancelled: a connection it still gets goes straight back to the pool.
 
         Raises
         ------
@@ -173,19 +176,27 @@ class Runtime:
         PoolTimeout
             No connection freed up within the pool timeout (the caller answers 503).
         """
-        started = time.monotonic()
-        limit = self.web.pool_timeout_s
-        step = min(limit, float(self.settings.connect_timeout))
-        while True:
-            try:
-                conn: psycopg.AsyncConnection[Any] = await self.pool.getconn(
-                    timeout=min(step, limit - (time.monotonic() - started)))
-                return conn
-            except PoolTimeout as exc:
+        step = min(self.web.pool_timeout_s, float(self.settings.connect_timeout))
+        waiter = asyncio.ensure_future(self.pool.getconn(timeout=self.web.pool_timeout_s))
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=step)
+                if done:
+                    return waiter.result()
                 if unreachable(self.pool):
-                    raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
-                if time.monotonic() - started >= limit - 0.01:
-                    raise
+                    raise DatabaseUnavailableError()
+        except BaseException:
+            if not waiter.done():
+                waiter.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, waiter: asyncio.Future[psycopg.AsyncConnection[Any]]) -> None:
+        """Return to the pool the connection a given-up place in its queue got (see :meth:`_checkout`)."""
+        if waiter.cancelled() or waiter.exception() is not None:
+            return
+        task = asyncio.ensure_future(self.pool.putconn(waiter.result()))
+        self._returning.add(task)
+        task.add_done_callback(self._returning.discard)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -213,7 +224,7 @@ class Runtime:
                            self.role_of(current()), str(exc).splitlines()[0] if str(exc) else "")
             raise LayerNotFoundError("no such collection") from exc
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError("the database is unreachable; retry shortly") from exc
+            raise database_failure(exc.sqlstate) from exc
         except (psycopg.DataError, psycopg.ProgrammingError, psycopg.InternalError) as exc:
             reason = client_reason(exc.sqlstate)
             if reason is None:
@@ -282,6 +293,9 @@ def connection_options(web: WebSettings) -> str:
     return " ".join(f"-c {k}={v}" for k, v in settings.items())
 
 
+RECONNECT_S = 1.0  #: psycopg_pool's ``reconnect_timeout`` for the API's pool (see :func:`open_pool`)
+
+
 class ApiPool(AsyncConnectionPool):
     """The worker's pool, which also tells whether its latest connection attempts failed (:func:`unreachable`)."""
 
@@ -306,13 +320,14 @@ async def open_pool(url: str, settings: Settings, web: WebSettings) -> AsyncConn
     database is away.
 
     psycopg_pool retries a lost connection with a doubling delay (1, 2, 4... s) until ``reconnect_timeout``;
-    after an outage of a minute it would sleep for half a minute before noticing the database is back. Here a
-    retry gives up after the connect timeout instead, and the next request that waits starts a new attempt at
-    once, so requests succeed again within about a second of the database's return, however long it was away.
+    after an outage of a minute it would sleep for half a minute before noticing the database is back. Here the
+    retries give up after :data:`RECONNECT_S` (one more try about a second after the first), and the next request
+    that waits starts a new attempt at once, so requests succeed again within one to two seconds of the
+    database's return, however long it was away.
     """
     pool: AsyncConnectionPool = ApiPool(
         url, min_size=web.pool_min, max_size=max(web.pool_max, web.pool_min), timeout=web.pool_timeout_s,
-        open=False, name="sdi-api", reconnect_timeout=float(settings.connect_timeout),
+        open=False, name="sdi-api", reconnect_timeout=RECONNECT_S,
         kwargs={"autocommit": True, "connect_timeout": settings.connect_timeout,
                 "options": connection_options(web), "keepalives": 1, "keepalives_idle": 10,
                 "keepalives_interval": 5, "keepalives_count": 3})

@@ -120,7 +120,7 @@ async def openapi_document(runtime: Any, base: str, lang: str) -> bytes:
 
 
 async def metadata(request: Request) -> Response:
-    """``/metadata/{id}.xml`` (ISO 19139) and ``/metadata/{id}.jsonld`` (DCAT JSON-LD) of a catalogue record."""
+    """``/metadata/{id}.xml`` (ISO 19139), ``.jsonld`` (DCAT JSON-LD) or ``.yml`` (MCF) of a catalogue record."""
     runtime = runtime_of(request)
     check_parameters(params_of(request), set())
     name = str(request.path_params["name"])

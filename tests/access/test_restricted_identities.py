@@ -35,10 +35,10 @@ from tests.access.restricted_site import (
     restricted_site,
     wait_for,
 )
+from tests.live_server import wait_for_job
 
 pytestmark = pytest.mark.db
 ITEMS = f"/collections/{SECRET_LAYER}/items"
-JOB_TIMEOUT_S = 120
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
@@ -63,15 +63,6 @@ def audit_rows(site: Site, identity: str) -> list[dict[str, Any]]:
     with site.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
         return list(cur.execute("select identity, name, groups, layer_id, action, path, features, status"
                                 " from sdi.access_log where identity = %s order by id", (identity,)).fetchall())
-
-
-def wait_for_job(site: Site, location: str, credential: str) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while True:
-        status: dict[str, Any] = requests.get(location, headers=bearer(credential), timeout=30).json()
-        if status["status"] in ("successful", "failed") or time.monotonic() > deadline:
-            return status
-        time.sleep(0.5)
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------------
@@ -200,7 +191,7 @@ def test_an_asynchronous_job_belongs_to_the_key_that_started_it(site: Site) -> N
     assert started.status_code == 201, started.text
     location = started.headers["Location"]
     job = location.rsplit("/", 1)[1]
-    status = wait_for_job(site, location, site.planning_key)
+    status = wait_for_job(location, bearer(site.planning_key))
     assert status["status"] == "successful", status
     listed = get(site, "/jobs?f=json", site.planning_key).json()["jobs"]
     assert job in [j["jobID"] for j in listed]

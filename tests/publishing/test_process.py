@@ -21,12 +21,11 @@ from sdi.planning import site_selection
 from sdi.publishing.jobs import SdiJobManager
 from sdi.publishing.process import PROCESS_ID, PROCESSOR
 from sdi.settings import Settings
-from tests.live_server import free_port, sdi_server
+from tests.live_server import free_port, sdi_server, wait_for_job
 from tests.planning.sites_db import planning_database
 
 pytestmark = pytest.mark.db
 INPUTS: dict[str, Any] = {"weights": {"substation": 4, "area": 1}, "limit": 8}
-JOB_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +99,7 @@ def test_async_job_is_stored_and_gives_the_sync_result(live: tuple[str, Settings
     location = response.headers["Location"]
     job_id = location.rstrip("/").rsplit("/", 1)[1]
     assert location == f"{base}/jobs/{job_id}"
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while True:
-        status = requests.get(location, params={"f": "json"}, timeout=30).json()
-        if status["status"] in ("successful", "failed") or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    status = wait_for_job(location)
     assert status["status"] == "successful", status
     results = requests.get(f"{location}/results", params={"f": "json"}, timeout=30)
     assert results.status_code == 200, results.text

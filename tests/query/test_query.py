@@ -290,3 +290,10 @@ def _dated_layer_filters(conn: psycopg.Connection) -> None:
     during = f"{column} DURING 2010-01-01T00:00:00Z/2010-12-31T23:59:59Z"
     assert page(conn, "industrial_special_waivers", filter=during, **{"filter-lang": "ecql"})["numberMatched"] == \
         truth(f"{column} > '2010-01-01' and {column} < '2010-12-31'")
+
+
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_datetime_beyond_the_calendar_in_utc_names_datetime(conn: psycopg.Connection, value: str) -> None:
+    """The check is shared with ``filter``, whose name it used to give."""
+    with pytest.raises(QueryError, match=r"^datetime: .* is out of range"):
+        page(conn, "industrial_special_waivers", datetime=value)

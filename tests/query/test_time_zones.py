@@ -3,7 +3,7 @@
 PostgreSQL converts between ``date``, ``timestamp`` and ``timestamptz`` at the session's time zone, which is the
 server's unless the client says otherwise (``PGTZ``, ``-c timezone=...``). Every test here runs with the session in
 Hong Kong (east of UTC) and in Los Angeles (west of it), where comparing a date column with UTC date-times used to
-shift whole days.
+shift whole days: ``datetime``, temporal filters and property filters (``?day=2020-05-01``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import requests
 from sdi.errors import QueryError
 from sdi.query.cql import parse_filter, to_sql
 from sdi.query.layer import LayerMeta
-from sdi.query.params import ItemsQuery, parse_datetime
+from sdi.query.params import ItemsQuery, parse_datetime, parse_items
 from sdi.query.statements import conditions
 from sdi.settings import Settings
 from tests.conftest import loaded_database
@@ -124,6 +124,21 @@ FILTERS = {
     ('{{"op": "t_after", "args": [{{"property": "{c}"}}, {{"timestamp": "2020-05-01T10:00:00Z"}}]}}',
      "cql2-json"): ({5}, {4, 5}),
     ('{{"op": "<", "args": [{{"date": "2020-05-01"}}, {{"property": "{c}"}}]}}', "cql2-json"): ({5}, {5}),
+    # the interval first: symmetric predicates swap their operands, before/after/contains mirror
+    ('{{"op": "t_intersects", "args": [{{"interval": ["2020-05-01", ".."]}}, {{"property": "{c}"}}]}}',
+     "cql2-json"): ({2, 3, 4, 5}, {2, 3, 4, 5}),
+    ('{{"op": "t_before", "args": [{{"interval": ["2020-04-30", "2020-04-30"]}}, {{"property": "{c}"}}]}}',
+     "cql2-json"): ({2, 3, 4, 5}, {2, 3, 4, 5}),  # the property after the whole day
+    ('{{"op": "t_after", "args": [{{"interval": ["2020-05-01T10:00:00Z", ".."]}}, {{"property": "{c}"}}]}}',
+     "cql2-json"): ({1}, {1, 2}),
+    ('{{"op": "t_contains", "args": [{{"interval": ["2020-05-01T00:00:00Z", "2020-05-02T00:00:00Z"]}}, '
+     '{{"property": "{c}"}}]}}', "cql2-json"): (set(), {3, 4}),
+    ("INTERVAL('2020-05-01T00:00:00Z','2020-05-01T10:00:00Z') T_INTERSECTS {c}", None): ({2, 3, 4}, {2, 3}),
+    ("INTERVAL('2020-04-30T00:00:00Z','2020-05-01T10:00:00Z') T_BEFORE {c}", None): ({5}, {4, 5}),
+    # the last day of the calendar has no next day: on a timestamp column it runs to its last microsecond
+    ("{c} <= DATE('9999-12-31')", None): ({1, 2, 3, 4, 5}, {1, 2, 3, 4, 5}),
+    ("{c} = DATE('9999-12-31') OR {c} > DATE('9999-12-31')", None): (set(), set()),
+    ("{c} <> DATE('9999-12-31')", None): ({1, 2, 3, 4, 5}, {1, 2, 3, 4, 5}),
 }
 
 
@@ -132,6 +147,42 @@ def test_temporal_filters_select_the_same_rows_in_any_zone(scratch: psycopg.Conn
     for (text, lang), (on_dates, on_stamps) in FILTERS.items():
         clause, params = to_sql(parse_filter(text.format(c=column), lang), {"id": "integer", **COLUMNS})
         assert selected(scratch, clause, params) == (on_dates if column == "day" else on_stamps), text
+
+
+@pytest.mark.parametrize("text", [
+    '{"op": "t_during", "args": [{"interval": ["2020-05-01", ".."]}, {"property": "ts"}]}',
+    '{"op": "t_intersects", "args": [{"interval": ["2020-05-01", ".."]}, {"interval": ["2020-05-01", ".."]}]}',
+])
+def test_an_interval_first_that_cannot_be_mirrored_is_a_query_error(text: str) -> None:
+    """Before, the interval reached psycopg as a literal: no SQLSTATE, so a 400 saying ``SQLSTATE None``."""
+    with pytest.raises(QueryError, match=r"^filter: .* needs the property first"):
+        to_sql(parse_filter(text, "cql2-json"), COLUMNS)
+
+
+#: Property filters (``?ts=...``) → ids selected on the date column, then on both timestamp columns.
+PROPERTY_VALUES = {
+    "2020-05-01": ({2, 3, 4}, {2, 3, 4}),  # a date is the whole UTC day
+    "2020-05-01T10:00:00": ({2, 3, 4}, {3}),  # no offset: UTC
+    "2020-05-01T18:00:00+08:00": ({2, 3, 4}, {3}),
+    "2020-05-01T07:30:00+08:00": ({1}, {1}),  # 2020-04-30 23:30 in UTC
+}
+
+
+@pytest.mark.parametrize("column", list(COLUMNS))
+def test_property_filters_select_the_same_rows_in_any_zone(scratch: psycopg.Connection, column: str) -> None:
+    """Before, the text was bound untyped: PostgreSQL read it at the session's zone (and a date column dropped
+    the time and the offset)."""
+    meta = meta_for(scratch, column)
+    for value, (on_dates, on_stamps) in PROPERTY_VALUES.items():
+        expected = on_dates if column == "day" else on_stamps
+        for query in (parse_items({column: value}, meta), ItemsQuery(limit=10, equals=((column, value),))):
+            params: dict[str, Any] = {}  # parsed here, and as pygeoapi passes it (the text as sent)
+            where = conditions(meta, query, params)
+            assert selected(scratch, psycopg.sql.SQL(" and ").join(where), params) == expected, value
+    with pytest.raises(QueryError, match=f"^{column}: 'May 1' is not"):
+        parse_items({column: "May 1"}, meta)
+    with pytest.raises(QueryError, match=rf"^{column}: .* is out of range"):
+        conditions(meta, parse_items({column: "0001-01-01T00:00:00+01:00"}, meta), {})
 
 
 def truth(conn: psycopg.Connection, where: str) -> int:

@@ -21,7 +21,7 @@ import requests
 
 from sdi.publishing.process import PROCESS_ID
 from sdi.settings import Settings
-from tests.live_server import sdi_server
+from tests.live_server import sdi_server, wait_for_job
 from tests.planning.sites_db import planning_database
 
 pytestmark = pytest.mark.db
@@ -30,7 +30,6 @@ HEAVY_WAIT_S = 0.3  #: SDI_HEAVY_WAIT_S of the server of the heavy-request test
 PROMPT_S = 1.5  #: a request turned away answers within this long
 #: A page over the whole territory: heavy (its box is wider than HEAVY_BOX_DEG2), and it reads synthetic_lots.
 HEAVY = "/collections/synthetic_lots/items?f=json&limit=5&bbox=113.8,22.1,114.5,22.6"
-JOB_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,7 @@ def _finished_job(base: str) -> str:
     created = _execute(base, {"limit": 2}, Prefer="respond-async")
     assert created.status_code == 201, created.text
     location = created.headers["Location"]
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while True:
-        status = requests.get(location, params={"f": "json"}, timeout=30).json()
-        if status["status"] in ("successful", "failed") or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    status = wait_for_job(location)
     assert status["status"] == "successful", status
     return str(location.rsplit("/", 1)[1])
 

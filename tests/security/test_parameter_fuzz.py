@@ -214,7 +214,7 @@ INPUTS: dict[str, Any] = {"criteria": CRITERIA, "district": "kwun tong", "limit"
 BODY_STRINGS = ["a\x00", "²", "x" * 300, "'; select pg_sleep(10); --", ""]
 #: Numbers, and JSON number tokens json.dumps cannot write (1e400 parses as infinity; NaN and -Infinity are
 #: extensions Python's parser accepts).
-BODY_NUMBERS: list[Any] = [1e308, -1e308, 2**63, -(2**63) - 1, "1e400", "NaN", "-Infinity"]
+BODY_NUMBERS: list[Any] = [1e308, -1e308, 2**63, -(2**63) - 1, "1e400", "NaN", "-Infinity", "9" * 400]
 RAW = "@@raw@@"
 
 
@@ -309,17 +309,21 @@ def test_a_nul_anywhere_in_the_body_is_a_400_naming_where(server: Served, path: 
     assert key.json()["description"] == "body: inputs.weights has a key with a NUL character"
 
 
-@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize(("token", "problem"), [
+    ("NaN", "is not a finite number"), ("Infinity", "is not a finite number"),
+    ("-Infinity", "is not a finite number"), ("1e400", "is not a finite number"),
+    ("1" + "0" * 400, "is out of range"), (str(-(2**63)), "is out of range")])
 @pytest.mark.parametrize(("path", "where"), [(("weights", "area"), "inputs.weights.area"),
                                              (("min_area_m2",), "inputs.min_area_m2")])
-def test_a_number_that_is_not_finite_is_a_400_naming_where(server: Served, token: str, path: tuple[Any, ...],
-                                                           where: str) -> None:
+def test_a_number_that_is_not_finite_or_too_big_is_a_400_naming_where(server: Served, token: str, problem: str,
+                                                                      path: tuple[Any, ...], where: str) -> None:
     """``NaN``, ``Infinity`` and ``1e400`` parse as floats: they were taken as a weight (scores of null) or an
-    area; a number in the body must be finite."""
+    area; a 400-digit whole number overflowed ``math.isfinite`` (a 500). A number in the body must be finite and
+    fit in 64 bits."""
     answer = requests.post(f"{server.url}/processes/{PROCESS_ID}/execution", timeout=60,
                            data=_body(_replaced(INPUTS, path, RAW + token)).encode())
     assert answer.status_code == 400, answer.text[:300]
-    assert answer.json()["description"] == f"body: {where} is not a finite number"
+    assert answer.json()["description"] == f"body: {where} {problem}"
 
 
 @pytest.mark.parametrize("path", [f"{LAYER}/items/%00", "/collections/%00", f"{LAYER}/tiles/HK80Grid/%00/0/0",
