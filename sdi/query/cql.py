@@ -291,6 +291,16 @@ def _first_line(exc: BaseException) -> str:
     return text.split(" Expected")[0][:160] or type(exc).__name__
 
 
+#: ``filter-lang`` values understood (``cql-text``/``cql-json``: earlier drafts' names).
+FILTER_LANGS = ("cql2-text", "cql2-json", "ecql", "cql-text", "cql-json")
+
+
+def check_filter_lang(lang: str | None) -> None:
+    """Refuse (:class:`QueryError`) a ``filter-lang`` that is not one of :data:`FILTER_LANGS` (``None``: absent)."""
+    if lang not in (None, "", *FILTER_LANGS):
+        raise QueryError(f"filter-lang: {lang[:40]!r} is not one of cql2-text, cql2-json, ecql")
+
+
 def parse_filter(text: str, lang: str | None = None) -> Any:
     """Parse a ``filter`` value into a pygeofilter syntax tree.
 
@@ -312,53 +322,40 @@ def parse_filter(text: str, lang: str | None = None) -> Any:
         raise QueryError(f"filter: longer than {MAX_FILTER_CHARS} characters")
     if "\x00" in text:
         raise QueryError("filter: contains a NUL character")
+    check_filter_lang(lang)
     if lang in ("cql2-json", "cql-json"):
         return _parse_json(text)
-    if lang not in (None, "", "cql2-text", "ecql", "cql-text"):
-        raise QueryError(f"filter-lang: {lang!r} is not one of cql2-text, cql2-json, ecql")
-    from pygeofilter.parsers.cql2_text import parse as parse_cql2
     from pygeofilter.parsers.ecql import parse as parse_ecql
 
+    from sdi.query.cql2_text import Cql2TextError, Cql2TextRefused
+    from sdi.query.cql2_text import parse as parse_cql2
+
+    cql2_error: Cql2TextError | None = None
     if lang in (None, "", "cql2-text"):
         try:
             return parse_cql2(text)
-        except Exception:  # lark's errors share no public base; ECQL may still read it
-            pass
+        except Cql2TextRefused as exc:  # CQL2 the server does not do: ECQL would only misread it
+            raise QueryError(f"filter: {exc}") from exc
+        except Cql2TextError as exc:  # ECQL (BBOX(geom, ...), DWITHIN, BEFORE, ILIKE...) may still read it
+            cql2_error = exc
     try:
         return parse_ecql(text)
     except Exception as exc:
-        raise QueryError(f"filter: not valid CQL2 or ECQL text: {_first_line(exc)}") from exc
-
-
-def _bbox_to_polygon(node: Any, depth: int = 0) -> Any:
-    """CQL2 JSON with every ``{"bbox": [...]}`` literal written as a GeoJSON polygon.
-
-    pygeofilter 0.4 builds ``Envelope(x1, x2, y1, y2)`` from the bbox's ``minx, miny, maxx, maxy`` in order,
-    which puts ``miny`` into ``x2``; a polygon avoids that.
-    """
-    if depth > 64:
-        raise QueryError("filter: nested more than 64 levels deep")
-    if isinstance(node, dict):
-        box = node.get("bbox")
-        if len(node) == 1 and isinstance(box, list) and len(box) in (4, 6):
-            dims = len(box) // 2
-            x0, y0, x1, y1 = box[0], box[1], box[dims], box[dims + 1]
-            return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
-        return {k: _bbox_to_polygon(v, depth + 1) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_bbox_to_polygon(v, depth + 1) for v in node]
-    return node
+        reason = str(cql2_error) if cql2_error is not None else _first_line(exc)
+        raise QueryError(f"filter: not valid CQL2 or ECQL text: {reason}") from exc
 
 
 def _parse_json(text: str) -> Any:
     from pygeofilter.parsers.cql2_json import parse as parse_json
+
+    from sdi.query.cql2_json import normalise
 
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise QueryError(f"filter: not valid JSON: {_first_line(exc)}") from exc
     try:
-        return parse_json(_bbox_to_polygon(doc))
+        return parse_json(normalise(doc))
     except QueryError:
         raise
     except Exception as exc:

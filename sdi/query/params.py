@@ -17,7 +17,7 @@ from sdi.crs import CRS84_URI, SERVED_CRS, UriCrs, uri_crs
 from sdi.errors import QueryError
 from sdi.numerals import ASCII_SPACE, decimal_integer
 from sdi.query.boxes import check_geographic
-from sdi.query.cql import check_filter, parse_filter, time_kind
+from sdi.query.cql import check_filter, check_filter_lang, parse_filter, time_kind
 from sdi.query.layer import INTEGER_TYPES, NUMBER_TYPES, LayerMeta
 
 MAX_OFFSET = 10_000_000  #: deeper pages are refused (use a filter instead)
@@ -272,6 +272,7 @@ def parse_items(params: Mapping[str, Any], layer: LayerMeta, limits: Limits = Li
     if bbox_text is None and get("bbox-crs") is not None:
         raise QueryError("bbox-crs: given without bbox")
     filter_text, lang = single(params, "filter"), single(params, "filter-lang")
+    check_filter_lang(lang)  # also without a filter: a misspelt language is a mistake worth saying
     filter_crs = served_crs(single(params, "filter-crs"), "filter-crs").uri
     resulttype = single(params, "resulttype") or "results"
     if resulttype not in ("results", "hits"):

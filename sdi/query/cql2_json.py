@@ -1,0 +1,111 @@
+"""CQL2 JSON documents rewritten into what pygeofilter 0.4's ``cql2_json`` parser reads correctly.
+
+That parser builds ``Envelope(x1, x2, y1, y2)`` from a ``bbox``'s ``minx, miny, maxx, maxy`` in order (putting
+``miny`` into ``x2``), reads ``between`` only as ``[expr, [low, high]]`` where the CQL2 1.0 schema has
+``[expr, low, high]``, refuses a GeoJSON ``GeometryCollection`` (it looks for ``coordinates``), takes a ``like``
+pattern as it is (so ``{"op": "casei", ...}`` as the pattern is not text) and parses interval ends only as
+strings. :func:`normalise` rewrites those parts and leaves the rest for the parser; nodes it builds itself
+(a collection as :class:`pygeofilter.values.Geometry`, a case-insensitive ``like``) pass through the parser
+unchanged, and are the nodes :mod:`sdi.query.cql2_text` builds for the same CQL2 text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pygeofilter import ast, values
+
+from sdi.errors import QueryError
+
+MAX_JSON_DEPTH = 64  #: documents nested deeper are refused (pygeofilter's parser recurses)
+
+
+def _bbox_polygon(box: list[Any]) -> dict[str, Any]:
+    dims = len(box) // 2
+    x0, y0, x1, y1 = box[0], box[1], box[dims], box[dims + 1]
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+
+def _collection(node: dict[str, Any], depth: int) -> values.Geometry:
+    members = node.get("geometries")
+    if not isinstance(members, list):
+        raise QueryError("filter: a GeometryCollection needs a list of geometries")
+    for member in members:
+        if depth > MAX_JSON_DEPTH:
+            raise QueryError(f"filter: nested more than {MAX_JSON_DEPTH} levels deep")
+        if not isinstance(member, dict) or not isinstance(member.get("type"), str):
+            raise QueryError("filter: a GeometryCollection member is not a GeoJSON geometry")
+        if member["type"] == "GeometryCollection":
+            _collection(member, depth + 1)
+        elif not isinstance(member.get("coordinates"), list):
+            raise QueryError(f"filter: a GeometryCollection member {member['type'][:30]!r} has no coordinates")
+    return values.Geometry(node)
+
+
+def _instant(value: Any) -> Any:
+    """An interval end written ``{"date": ...}`` or ``{"timestamp": ...}`` as the bare string."""
+    if isinstance(value, dict) and len(value) == 1:
+        inner = value.get("date", value.get("timestamp"))
+        if isinstance(inner, str):
+            return inner
+    return value
+
+
+def _casei_text(node: Any) -> str | None:
+    """The text of ``{"op": "casei", "args": ["text"]}``, else ``None``."""
+    if isinstance(node, dict) and node.get("op") == "casei":
+        args = node.get("args")
+        if isinstance(args, list) and len(args) == 1 and isinstance(args[0], str):
+            return args[0]
+    return None
+
+
+def normalise(node: Any, depth: int = 0) -> Any:
+    """A CQL2 JSON document (from :func:`json.loads`) rewritten for pygeofilter's ``cql2_json`` parser.
+
+    ``{"bbox": [...]}`` becomes a GeoJSON polygon, ``between``'s three arguments become ``[expr, [low, high]]``,
+    a ``GeometryCollection`` becomes a :class:`pygeofilter.values.Geometry`, ``{"date"|"timestamp": s}`` in an
+    interval becomes ``s``, and ``like`` with a ``casei`` pattern becomes ``ast.Like(..., nocase=True)``.
+
+    Parameters
+    ----------
+    node
+        The document or a part of it.
+    depth
+        How deep ``node`` is in the document.
+
+    Returns
+    -------
+    Any
+        The rewritten document; the input is not changed.
+
+    Raises
+    ------
+    QueryError
+        When the document is nested more than :data:`MAX_JSON_DEPTH` levels deep, a collection is malformed
+        or it uses ``accenti``.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise QueryError(f"filter: nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(node, list):
+        return [normalise(v, depth + 1) for v in node]
+    if not isinstance(node, dict):
+        return node
+    box = node.get("bbox")
+    if len(node) == 1 and isinstance(box, list) and len(box) in (4, 6):
+        return _bbox_polygon(box)
+    if node.get("type") == "GeometryCollection" and "coordinates" not in node:
+        return _collection(node, depth + 1)
+    if len(node) == 1 and isinstance(node.get("interval"), list):
+        return {"interval": [_instant(v) for v in node["interval"]]}
+    op, args = node.get("op"), node.get("args")
+    if op == "accenti":
+        raise QueryError("filter: ACCENTI (accent-insensitive comparison) is not supported")
+    if op == "between" and isinstance(args, list) and len(args) == 3:
+        node = {**node, "args": [args[0], [args[1], args[2]]]}
+    if op == "like" and isinstance(args, list) and len(args) == 2 and _casei_text(args[1]) is not None:
+        from pygeofilter.parsers.cql2_json.parser import walk_cql_json
+
+        return ast.Like(walk_cql_json(normalise(args[0], depth + 1)), _casei_text(args[1]), True, "%", ".", "\\",
+                        False)
+    return {k: normalise(v, depth + 1) for k, v in node.items()}
