@@ -20,12 +20,6 @@ from sdi.errors import QueryError
 MAX_JSON_DEPTH = 64  #: documents nested deeper are refused (pygeofilter's parser recurses)
 
 
-def _bbox_polygon(box: list[Any]) -> dict[str, Any]:
-    dims = len(box) // 2
-    x0, y0, x1, y1 = box[0], box[1], box[dims], box[dims + 1]
-    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
-
-
 def _collection(node: dict[str, Any], depth: int) -> values.Geometry:
     members = node.get("geometries")
     if not isinstance(members, list):
@@ -63,8 +57,9 @@ def _casei_text(node: Any) -> str | None:
 def normalise(node: Any, depth: int = 0) -> Any:
     """A CQL2 JSON document (from :func:`json.loads`) rewritten for pygeofilter's ``cql2_json`` parser.
 
-    ``{"bbox": [...]}`` becomes a GeoJSON polygon, ``between``'s three arguments become ``[expr, [low, high]]``,
-    a ``GeometryCollection`` becomes a :class:`pygeofilter.values.Geometry`, ``{"date"|"timestamp": s}`` in an
+    ``{"bbox": [...]}`` becomes the ``bbox`` function CQL2 text's ``BBOX(...)`` gives (so the same checks apply),
+    ``between``'s three arguments become ``[expr, [low, high]]``, a ``GeometryCollection`` becomes a
+    :class:`pygeofilter.values.Geometry`, ``{"date"|"timestamp": s}`` in an
     interval becomes ``s``, and ``like`` with a ``casei`` pattern becomes ``ast.Like(..., nocase=True)``.
 
     Parameters
@@ -82,8 +77,8 @@ def normalise(node: Any, depth: int = 0) -> Any:
     Raises
     ------
     QueryError
-        When the document is nested more than :data:`MAX_JSON_DEPTH` levels deep, a collection is malformed
-        or it uses ``accenti``.
+        When the document is nested more than :data:`MAX_JSON_DEPTH` levels deep, a collection, bbox, property
+        name or geometry CRS is malformed, or it uses ``accenti`` or ``t_overlaps``.
     """
     if depth > MAX_JSON_DEPTH:
         raise QueryError(f"filter: nested more than {MAX_JSON_DEPTH} levels deep")
@@ -93,7 +88,14 @@ def normalise(node: Any, depth: int = 0) -> Any:
         return node
     box = node.get("bbox")
     if len(node) == 1 and isinstance(box, list) and len(box) in (4, 6):
-        return _bbox_polygon(box)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box):
+            raise QueryError("filter: a bbox holds numbers only")
+        return ast.Function("bbox", list(box))  # as CQL2 text's BBOX(...): the same range checks
+    if "property" in node and not isinstance(node["property"], str):
+        raise QueryError("filter: a property is named by a string")
+    if "crs" in node and "type" in node and not (isinstance(node["crs"], dict)
+                                                 and isinstance(node["crs"].get("properties", {}), dict)):
+        raise QueryError("filter: a geometry's crs must be an object such as {\"type\": \"name\", ...}")
     if node.get("type") == "GeometryCollection" and "coordinates" not in node:
         return _collection(node, depth + 1)
     if len(node) == 1 and isinstance(node.get("interval"), list):
@@ -101,6 +103,8 @@ def normalise(node: Any, depth: int = 0) -> Any:
     op, args = node.get("op"), node.get("args")
     if op == "accenti":
         raise QueryError("filter: ACCENTI (accent-insensitive comparison) is not supported")
+    if op == "t_overlaps":  # pygeofilter reads it as t_intersects, which it is not
+        raise QueryError("filter: T_OVERLAPS is not supported")
     if op == "between" and isinstance(args, list) and len(args) == 3:
         node = {**node, "args": [args[0], [args[1], args[2]]]}
     if op == "like" and isinstance(args, list) and len(args) == 2 and _casei_text(args[1]) is not None:

@@ -20,6 +20,7 @@ parsing, and every error is a one-line :class:`Cql2TextError`.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -45,7 +46,12 @@ class Cql2TextRefused(Cql2TextError):
 
 
 _SPATIAL = sorted(SPATIAL_PREDICATES_MAP, key=len, reverse=True)
-_TEMPORAL = sorted(TEMPORAL_PREDICATES_MAP, key=len, reverse=True)
+#: The temporal functions, as nodes sdi's evaluator reads. pygeofilter maps T_OVERLAPS to the node of
+#: T_INTERSECTS (different meanings): it is refused instead, as are the functions the evaluator lacks; T_DISJOINT
+#: (missing from pygeofilter's map) is added.
+TEMPORAL_FUNCTIONS: dict[str, type] = {**{k: v for k, v in TEMPORAL_PREDICATES_MAP.items() if k != "t_overlaps"},
+                                       "t_disjoint": ast.TimeDisjoint}
+_TEMPORAL = sorted({*TEMPORAL_FUNCTIONS, "t_overlaps"}, key=len, reverse=True)
 
 GRAMMAR = r"""
 ?start: expr
@@ -135,8 +141,8 @@ MULTIPOINT.2: /MULTIPOINT(?:\s*ZM?|\s*M)?(?=\s*\()/i
 MULTILINESTRING.2: /MULTILINESTRING(?:\s*ZM?|\s*M)?(?=\s*\()/i
 MULTIPOLYGON.2: /MULTIPOLYGON(?:\s*ZM?|\s*M)?(?=\s*\()/i
 GEOMETRYCOLLECTION.2: /GEOMETRYCOLLECTION(?:\s*ZM?|\s*M)?(?=\s*\()/i
-NUMBER: /(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?/
-STRING: /'(?:''|\\'|[^'])*'/
+NUMBER: /(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?/
+STRING: /'(?:''|[^'])*'/
 QUOTED_IDENTIFIER: /"(?:""|[^"])+"/
 IDENTIFIER: /[^\W\d][\w.:]*/i
 
@@ -243,7 +249,9 @@ class _ToAst(Transformer[Token, Any]):
         return SPATIAL_PREDICATES_MAP[op](_scalar(lhs, op.upper()), _scalar(rhs, op.upper()))
 
     def temporal(self, op: str, lhs: Any, rhs: Any) -> Any:
-        return TEMPORAL_PREDICATES_MAP[op](_scalar(lhs, op.upper()), _scalar(rhs, op.upper()))
+        if op not in TEMPORAL_FUNCTIONS:
+            raise Cql2TextRefused(f"{op.upper()} is not supported")
+        return TEMPORAL_FUNCTIONS[op](_scalar(lhs, op.upper()), _scalar(rhs, op.upper()))
 
     def infix_temporal(self, lhs: Any, op: str, rhs: Any) -> Any:
         return self.temporal(op, lhs, rhs)
@@ -291,10 +299,16 @@ class _ToAst(Transformer[Token, Any]):
 
     def number(self, token: Token) -> int | float:
         text = str(token)
-        return int(text) if text.isdigit() else float(text)
+        try:
+            value = int(text) if text.isdigit() else float(text)
+        except ValueError:  # int() refuses more than 4,300 digits
+            raise Cql2TextRefused(f"the number {text[:20]}… is too long") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Cql2TextRefused(f"the number {text[:40]} is out of range")
+        return value
 
     def string(self, token: Token) -> str:
-        return str(token)[1:-1].replace("''", "'").replace("\\'", "'")
+        return str(token)[1:-1].replace("''", "'")  # CQL2's only escape; a backslash is an ordinary character
 
     def true(self, _token: Token) -> bool:
         return True
@@ -334,8 +348,8 @@ class _ToAst(Transformer[Token, Any]):
                 raise Cql2TextError("BBOX takes 4 or 6 numbers")
             return ast.Function("bbox", [_number(v, "BBOX") for v in args])
         if key.startswith(("a_", "s_", "t_")):
-            raise Cql2TextRefused(f"{name.upper()} is not supported")
-        return ast.Function(name, [_scalar(a, name) for a in args])
+            raise Cql2TextRefused(f"{name[:40].upper()} is not supported")
+        return ast.Function(name, [_scalar(a, name[:40]) for a in args])
 
     # --- WKT geometry literals (GeoJSON, as the CQL2 JSON parser holds them) --------------------------
     def signed(self, token: Token) -> float:
@@ -460,6 +474,8 @@ def parse(text: str) -> Any:
         raise Cql2TextError(f"cannot read: {type(exc.orig_exc).__name__}") from exc
     except UnexpectedInput as exc:
         raise Cql2TextError(_describe(exc, text)) from None
-    except RecursionError as exc:  # not expected: the parser and its callbacks do not recurse
-        raise Cql2TextRefused("nested too deeply") from exc
+    except Cql2TextError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a callback's failure: one line
+        raise Cql2TextError(f"cannot read: {type(exc).__name__}") from None
     return _condition(tree, "a filter")
