@@ -54,6 +54,28 @@ def _casei_text(node: Any) -> str | None:
     return None
 
 
+#: How many arguments each operator takes (``s_*`` and ``t_*``: two; ``and``/``or``: two or more).
+ARITY: dict[str, tuple[int, ...]] = {
+    **dict.fromkeys(("=", "<>", "<", "<=", ">", ">=", "like", "in", "+", "-", "*", "/"), (2,)),
+    **dict.fromkeys(("not", "isNull", "casei", "accenti"), (1,)), "between": (2, 3)}
+
+
+def _check_arity(op: Any, args: Any) -> None:
+    """Refuse (:class:`QueryError`, one line) an operator that is not a name or has the wrong number of arguments:
+    pygeofilter's parser would otherwise fail with its own internals in the message."""
+    if not isinstance(op, str) or not isinstance(args, list):
+        raise QueryError("filter: an operation needs an \"op\" name and a list of \"args\"")
+    key = op.lower()
+    wanted = ARITY.get(op) or ((2,) if key.startswith(("s_", "t_")) and "dwithin" not in key
+                               and "dbeyond" not in key else None)
+    if key in ("and", "or"):
+        if len(args) < 2:
+            raise QueryError(f"filter: {op} takes two or more arguments")
+    elif wanted is not None and len(args) not in wanted:
+        raise QueryError(f"filter: {op[:30]} takes {' or '.join(map(str, wanted))} argument"
+                         f"{'' if wanted == (1,) else 's'}, not {len(args)}")
+
+
 def normalise(node: Any, depth: int = 0) -> Any:
     """A CQL2 JSON document (from :func:`json.loads`) rewritten for pygeofilter's ``cql2_json`` parser.
 
@@ -101,6 +123,8 @@ def normalise(node: Any, depth: int = 0) -> Any:
     if len(node) == 1 and isinstance(node.get("interval"), list):
         return {"interval": [_instant(v) for v in node["interval"]]}
     op, args = node.get("op"), node.get("args")
+    if op is not None:
+        _check_arity(op, args)
     if op == "accenti":
         raise QueryError("filter: ACCENTI (accent-insensitive comparison) is not supported")
     if op == "t_overlaps":  # pygeofilter reads it as t_intersects, which it is not

@@ -287,6 +287,11 @@ def test_normalise_leaves_the_document_unchanged_and_rewrites_between() -> None:
      "crs"),
     ({"op": "s_intersects", "args": [{"property": "g"}, {"bbox": [1, "2", 3, 4]}]}, "bbox"),
     ({"op": "t_overlaps", "args": [{"property": "d"}, {"date": "2020-01-01"}]}, "T_OVERLAPS"),
+    ({"op": "=", "args": [{"property": "n"}]}, "= takes 2 arguments, not 1"),  # was "Equal.__init__() missing…"
+    ({"op": "s_intersects", "args": [{"property": "g"}]}, "s_intersects takes 2 arguments"),
+    ({"op": "and", "args": [True]}, "two or more"),
+    ({"op": "not", "args": "x"}, "list of"),
+    ({"op": 5, "args": []}, "op"),
 ])
 def test_normalise_refuses_with_one_line(doc: Any, message: str) -> None:
     """ACCENTI, malformed collections and documents nested deeper than pygeofilter's recursive parser should see

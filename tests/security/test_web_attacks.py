@@ -310,7 +310,19 @@ def test_a_statement_past_the_timeout_is_a_prompt_503(live: Live, tmp_path: Path
 
 
 def test_empty_tiles_are_204_without_protocol_errors(live: Live) -> None:
-    sea = get(f"{live.url}/collections/synthetic_lots/tiles/WebMercatorQuad/14/7200/13400?f=mvt")
+    """An empty tile is a 204 with no body, both outside the frame round Hong Kong (answered without a query) and
+    over the sea south of Lamma, inside the frame, where PostGIS runs the tile statement and finds nothing."""
+    import morecantile
+
+    far = get(f"{live.url}/collections/synthetic_lots/tiles/WebMercatorQuad/14/7200/13400?f=mvt")
+    assert far.status_code == 204 and far.content == b""
+    grid = morecantile.tms.get("WebMercatorQuad")
+    tile = grid.tile(114.10, 22.12, 14)
+    box = grid.bounds(tile)
+    inside = get(f"{live.url}/collections/synthetic_lots/items?f=json&limit=1&bbox="
+                 f"{box.left},{box.bottom},{box.right},{box.top}")
+    assert inside.status_code == 200 and inside.json()["numberMatched"] == 0  # truly empty, and inside the frame
+    sea = get(f"{live.url}/collections/synthetic_lots/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}?f=mvt")
     assert sea.status_code == 204 and sea.content == b""
     log = (live.folder / "server.log").read_text(encoding="utf-8", errors="replace")
     assert "LocalProtocolError" not in log and "Content-Length" not in log
