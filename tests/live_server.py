@@ -120,6 +120,16 @@ class Live:
     log: Path
 
 
+@dataclass(frozen=True)
+class LiveFolder:
+    """A running ``sdi serve`` of a test module's own making: its base URL, the settings of its database and the
+    folder it keeps its files in."""
+
+    url: str
+    settings: Settings
+    folder: Path
+
+
 @contextmanager
 def live_layers(folder: Path, layer_ids: Iterable[str] = (), *, definitions: Iterable[Path] = (), workers: int = 2,
                 extra_env: dict[str, str] | None = None) -> Iterator[Live]:

@@ -24,6 +24,7 @@ from psycopg import sql
 from pyproj import CRS, Transformer
 
 from tests.publishing.conftest import OGC_LAYERS, REFERENCE, LiveServer
+from tests.publishing.test_ogcapi_features import get, ok  # the Part 1 suite's request helpers
 
 LIBRARIES, DISTRICTS = "public_libraries_2013", "districts_18"
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -249,17 +250,6 @@ def _case_params() -> Iterator[Any]:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
-
-def get(url: str, **params: Any) -> requests.Response:
-    return requests.get(url, params={"f": "json", **params}, timeout=30)
-
-
-def ok(url: str, **params: Any) -> dict[str, Any]:
-    response = get(url, **params)
-    assert response.status_code == 200, f"{response.url}: {response.status_code} {response.text[:500]}"
-    body: dict[str, Any] = response.json()
-    return body
-
 
 def filter_params(expression: Any, lang: str, **extra: Any) -> dict[str, Any]:
     """Query parameters for ``expression`` in ``lang`` (``default``: CQL2 text without ``filter-lang``)."""

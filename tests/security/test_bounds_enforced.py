@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import requests
 
 from sdi.publishing.process import PROCESS_ID
 from sdi.settings import Settings
-from tests.live_server import sdi_server, wait_for_job
+from tests.live_server import LiveFolder, sdi_server, wait_for_job
 from tests.planning.sites_db import planning_database
 
 pytestmark = pytest.mark.db
@@ -32,13 +31,6 @@ PROMPT_S = 1.5  #: a request turned away answers within this long
 HEAVY = "/collections/synthetic_lots/items?f=json&limit=5&bbox=113.8,22.1,114.5,22.6"
 
 
-@dataclass(frozen=True)
-class Live:
-    url: str
-    settings: Settings
-    folder: Path
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with planning_database(tmp_path_factory.mktemp("bounds_store")) as found:
@@ -46,12 +38,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="module")
-def live(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFolder]:
     """`sdi serve` with one worker, one heavy slot waited for 0.3 s, and jobs kept an hour."""
     folder = tmp_path_factory.mktemp("bounds_serve")
     env = {"SDI_HEAVY_REQUESTS": "1", "SDI_HEAVY_WAIT_S": f"{HEAVY_WAIT_S:g}", "SDI_JOB_TTL_HOURS": str(TTL_HOURS)}
     with sdi_server(settings, folder, workers=1, extra_env=env) as base:
-        yield Live(base, settings, folder)
+        yield LiveFolder(base, settings, folder)
 
 
 def _execute(base: str, inputs: dict[str, Any], **headers: str) -> requests.Response:
@@ -86,7 +78,7 @@ def _until_waiting(settings: Settings, count: int = 1, timeout: float = 15.0) ->
 
 # --- jobs expire ------------------------------------------------------------------------------------------------
 
-def test_jobs_and_their_results_expire_after_the_configured_age(live: Live, tmp_path: Path) -> None:
+def test_jobs_and_their_results_expire_after_the_configured_age(live: LiveFolder, tmp_path: Path) -> None:
     """Two finished jobs, one aged past SDI_JOB_TTL_HOURS (1 h) and one younger; a fresh worker's first use of
     the jobs removes the old one (row and result file) and keeps the young one. The default TTL (24 h) would keep
     both, so this also shows that the setting is read."""
@@ -117,7 +109,7 @@ def test_jobs_and_their_results_expire_after_the_configured_age(live: Live, tmp_
 
 # --- a per-worker limit on heavy requests ---------------------------------------------------------------------------
 
-def test_heavy_requests_past_the_limit_get_a_prompt_503_while_light_ones_are_served(live: Live) -> None:
+def test_heavy_requests_past_the_limit_get_a_prompt_503_while_light_ones_are_served(live: LiveFolder) -> None:
     """The one heavy slot is held by a page waiting for a locked table; a second heavy request is turned away with
     503 and Retry-After after SDI_HEAVY_WAIT_S, while /conformance and a feature by id answer 200; once the lock is
     released the held page and new heavy requests answer 200."""

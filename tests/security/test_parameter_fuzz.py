@@ -26,6 +26,7 @@ import requests
 
 from sdi.publishing.process import PROCESS_ID
 from tests.conftest import loaded_database
+from tests.jsondoc import leaves
 from tests.live_server import sdi_server
 from tests.planning.sites_db import criteria_layers
 
@@ -218,17 +219,6 @@ BODY_NUMBERS: list[Any] = [1e308, -1e308, 2**63, -(2**63) - 1, "1e400", "NaN", "
 RAW = "@@raw@@"
 
 
-def _leaves(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _leaves(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _leaves(value, (*path, index))
-    else:
-        yield path, node
-
-
 def _replaced(node: Any, path: tuple[Any, ...], value: Any) -> Any:
     if not path:
         return value
@@ -252,9 +242,9 @@ def test_hostile_leaves_of_an_execution_body_are_never_a_server_error(server: Se
     number extreme or non-finite values, one at a time; every answer is a 200 or a one-line 400."""
     valid = requests.post(f"{server.url}/processes/{PROCESS_ID}/execution", json={"inputs": INPUTS}, timeout=120)
     assert valid.status_code == 200, valid.text[:300]
-    leaves = list(_leaves(INPUTS))
-    strings = [path for path, value in leaves if isinstance(value, str)]
-    numbers = [path for path, value in leaves if isinstance(value, int | float)]
+    found = list(leaves(INPUTS))
+    strings = [path for path, value in found if isinstance(value, str)]
+    numbers = [path for path, value in found if isinstance(value, int | float)]
     assert len(strings) > 25 and len(numbers) > 10
 
     def calls() -> Iterator[tuple[str, Callable[[requests.Session], requests.Response]]]:

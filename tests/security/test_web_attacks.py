@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,15 @@ from loaders import load
 from sdi.layerdef import read_definition
 from sdi.publishing.process import PROCESS_ID
 from sdi.settings import Settings
-from tests.live_server import free_port, sdi_server
+from tests.live_server import LiveFolder, free_port, sdi_server
 from tests.planning.sites_db import planning_database
 
 pytestmark = pytest.mark.db
 EVIL = "</script><script>window.__pwned = 1</script><!--"
 
 
-@dataclass(frozen=True)
-class Live:
-    url: str
-    settings: Settings
-    folder: Path
-
-
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFolder]:
     """The planning layers plus a layer whose values and title carry script, served by `sdi serve`."""
     folder = tmp_path_factory.mktemp("attack_layers")
     source = folder / "evil.geojson"
@@ -50,14 +42,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         load(read_definition(folder / "evil_points.yml"), settings)
         serve = tmp_path_factory.mktemp("attack_serve")
         with sdi_server(settings, serve) as base:
-            yield Live(base, settings, serve)
+            yield LiveFolder(base, settings, serve)
 
 
 def get(url: str, **kwargs: Any) -> requests.Response:
     return requests.get(url, timeout=60, **kwargs)
 
 
-def execute(live: Live, body: Any, **headers: str) -> requests.Response:
+def execute(live: LiveFolder, body: Any, **headers: str) -> requests.Response:
     return requests.post(f"{live.url}/processes/{PROCESS_ID}/execution", timeout=300, headers=headers,
                          data=body if isinstance(body, bytes | str) else json.dumps(body))
 
@@ -67,7 +59,7 @@ def execute(live: Live, body: Any, **headers: str) -> requests.Response:
 @pytest.mark.parametrize("path", ["/collections/evil_points/items?f=html", "/collections/evil_points/items/1?f=html",
                                   "/collections/evil_points?f=html", "/collections/catalogue/items/evil_points?f=html",
                                   "/collections/catalogue/items?f=html&q=evil", "/collections?f=html"])
-def test_values_and_titles_cannot_close_a_script(live: Live, path: str) -> None:
+def test_values_and_titles_cannot_close_a_script(live: LiveFolder, path: str) -> None:
     page = get(f"{live.url}{path}")
     assert page.status_code == 200, page.text[:300]
     assert "</script><script>window.__pwned" not in page.text
@@ -80,7 +72,7 @@ def test_values_and_titles_cannot_close_a_script(live: Live, path: str) -> None:
 
 # --- 2. server-side requests on a client's behalf ----------------------------------------------------------------
 
-def test_subscriber_urls_are_refused_and_never_requested(live: Live) -> None:
+def test_subscriber_urls_are_refused_and_never_requested(live: LiveFolder) -> None:
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -110,7 +102,7 @@ def test_subscriber_urls_are_refused_and_never_requested(live: Live) -> None:
 
 # --- 3. bounded work --------------------------------------------------------------------------------------------
 
-def test_a_whole_world_box_selects_every_feature_quickly(live: Live) -> None:
+def test_a_whole_world_box_selects_every_feature_quickly(live: LiveFolder) -> None:
     with psycopg.connect(live.settings.database_url) as conn:
         (count,) = conn.execute("select count(*) from layers.synthetic_lots").fetchone() or (0,)
     for params in ({"bbox": "-180,-90,180,90"},
@@ -122,7 +114,7 @@ def test_a_whole_world_box_selects_every_feature_quickly(live: Live) -> None:
         assert time.monotonic() - started < 5
 
 
-def test_criteria_and_bodies_are_bounded(live: Live) -> None:
+def test_criteria_and_bodies_are_bounded(live: LiveFolder) -> None:
     many = {"id": "many", "title": {"en": "x"}, "candidates": {"layer": "synthetic_lots", "label": "lot_number"},
             "constraints": [{"id": "zone", "any_of": [{"type": "min_area", "min_m2": i + 1} for i in range(1000)]}],
             "scores": [{"id": "area", "type": "area", "weight": 1, "full_at_m2": 10, "zero_at_m2": 1}]}
@@ -138,14 +130,14 @@ def test_criteria_and_bodies_are_bounded(live: Live) -> None:
     assert execute(live, b"\xff\xfe not json").status_code == 400
 
 
-def test_dask_is_refused_over_http_without_a_scheduler(live: Live) -> None:
+def test_dask_is_refused_over_http_without_a_scheduler(live: LiveFolder) -> None:
     answer = execute(live, {"inputs": {"engine": "dask", "limit": 1}})
     assert answer.status_code == 400 and "SDI_DASK_SCHEDULER" in answer.json()["description"]
 
 
 # --- 4. private jobs -----------------------------------------------------------------------------------------------
 
-def test_jobs_are_private_and_unguessable(live: Live) -> None:
+def test_jobs_are_private_and_unguessable(live: LiveFolder) -> None:
     created = execute(live, {"inputs": {"limit": 2}}, Prefer="respond-async")
     assert created.status_code == 201, created.text
     job_id = created.headers["Location"].rsplit("/", 1)[1]
@@ -158,7 +150,7 @@ def test_jobs_are_private_and_unguessable(live: Live) -> None:
     assert stored is not None and stored[0] == {"limit": 2}
 
 
-def test_big_inputs_are_not_stored_with_the_job(live: Live) -> None:
+def test_big_inputs_are_not_stored_with_the_job(live: LiveFolder) -> None:
     zones = [f"Z{i:03d}" + "x" * 150 for i in range(200)]  # valid, but about 31 kB of inputs
     criteria = {"id": "big", "title": {"en": "Big"}, "candidates": {"layer": "synthetic_lots", "label": "lot_number"},
                 "constraints": [{"id": "zone", "type": "in_zone", "layer": "synthetic_ozp_zones",
@@ -172,7 +164,7 @@ def test_big_inputs_are_not_stored_with_the_job(live: Live) -> None:
     assert stored is not None and len(stored[0]) < 1000 and "not stored" in stored[0]
 
 
-def test_asynchronous_executions_past_the_job_slots_are_a_prompt_503(live: Live, tmp_path: Path) -> None:
+def test_asynchronous_executions_past_the_job_slots_are_a_prompt_503(live: LiveFolder, tmp_path: Path) -> None:
     """One job slot, its job held by a lock; concurrent asynchronous executions get 201 once and 503 at once for
     the rest. Before the fix, requests that passed the slot check together then queued for the slot (no answer
     until the job ended)."""
@@ -205,7 +197,7 @@ def test_asynchronous_executions_past_the_job_slots_are_a_prompt_503(live: Live,
 
 # --- 5. the process reads only published layers --------------------------------------------------------------------
 
-def test_the_process_reads_only_published_layers(live: Live) -> None:
+def test_the_process_reads_only_published_layers(live: LiveFolder) -> None:
     with psycopg.connect(live.settings.database_url, autocommit=True) as conn:  # a table the catalogue never saw
         conn.execute("create table layers.secret_lots as select * from layers.synthetic_lots limit 5")
         conn.execute("grant select on layers.secret_lots to sdi_reader")
@@ -235,13 +227,13 @@ def test_the_process_reads_only_published_layers(live: Live) -> None:
                                   "/collections/synthetic_dem/coverage?bbox=1,2,3",
                                   "/collections/synthetic_lots/items?bbox=1e400,0,1,1",
                                   "/collections/synthetic_lots/items?limit=99999999999999999999"])
-def test_malformed_requests_are_400(live: Live, path: str) -> None:
+def test_malformed_requests_are_400(live: LiveFolder, path: str) -> None:
     answer = get(f"{live.url}{path}")
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
     assert "Traceback" not in answer.text and "postgresql://" not in answer.text
 
 
-def test_client_errors_do_not_quote_postgresql(live: Live) -> None:
+def test_client_errors_do_not_quote_postgresql(live: LiveFolder) -> None:
     """A text column compared with a number passes the filter check and fails in PostgreSQL ("operator does not
     exist: text = integer"); the client gets sdi's own one line, none of PostgreSQL's words."""
     answer = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "lot_number = 5", "f": "json"})
@@ -252,7 +244,7 @@ def test_client_errors_do_not_quote_postgresql(live: Live) -> None:
         assert postgresql not in text, text
 
 
-def test_no_traceback_reaches_the_server_log_for_client_errors(live: Live) -> None:
+def test_no_traceback_reaches_the_server_log_for_client_errors(live: LiveFolder) -> None:
     log_file = live.folder / "server.log"
     before = log_file.stat().st_size
     answer = get(f"{live.url}/collections/synthetic_lots/items", params={"filter": "x" * 21_000, "f": "json"})
@@ -272,7 +264,7 @@ def _waiting_api_queries(settings: Settings) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def test_a_query_stops_when_its_client_goes_away(live: Live) -> None:
+def test_a_query_stops_when_its_client_goes_away(live: LiveFolder) -> None:
     """The table is locked, so the API's query waits; the client hangs up; the server cancels the query."""
     import socket
 
@@ -294,7 +286,7 @@ def test_a_query_stops_when_its_client_goes_away(live: Live) -> None:
         admin.rollback()
 
 
-def test_a_statement_past_the_timeout_is_a_prompt_503(live: Live, tmp_path: Path) -> None:
+def test_a_statement_past_the_timeout_is_a_prompt_503(live: LiveFolder, tmp_path: Path) -> None:
     """With the table locked, the API's statement waits; PostgreSQL ends it at SDI_STATEMENT_TIMEOUT_MS."""
     with sdi_server(live.settings, tmp_path, workers=1, extra_env={"SDI_STATEMENT_TIMEOUT_MS": "1000"}) as base, \
             psycopg.connect(live.settings.database_url) as admin:
@@ -309,7 +301,7 @@ def test_a_statement_past_the_timeout_is_a_prompt_503(live: Live, tmp_path: Path
     assert 0.9 < took < 3.0
 
 
-def test_empty_tiles_are_204_without_protocol_errors(live: Live) -> None:
+def test_empty_tiles_are_204_without_protocol_errors(live: LiveFolder) -> None:
     """An empty tile is a 204 with no body, both outside the frame round Hong Kong (answered without a query) and
     over the sea south of Lamma, inside the frame, where PostGIS runs the tile statement and finds nothing."""
     import morecantile

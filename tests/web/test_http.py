@@ -7,7 +7,6 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +21,23 @@ from loaders import load
 from loaders.write import drop_layer
 from sdi.layerdef import read_definition
 from sdi.query.tms import EXTENT, HK80_CELL_SIZE, HK80_ORIGIN
-from sdi.settings import Settings
 from tests.conftest import DATA, loaded_database
-from tests.live_server import sdi_server
+from tests.live_server import LiveFolder, sdi_server
 
 pytestmark = pytest.mark.db
 LANDSD_EN = (835411.431, 817266.016)  #: HK1980 Grid easting, northing of the Lands Department reference point
 REFRESH_S = 0.5  #: the test server's SDI_REFRESH_S
 
 
-@dataclass(frozen=True)
-class Live:
-    url: str
-    settings: Settings
-    folder: Path
-
-
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFolder]:
     """A database with the reference points and the districts, served by `sdi serve` (checks every 0.5 s)."""
     data_dir = tmp_path_factory.mktemp("http_store")
     with loaded_database(("districts_18",), definitions=[DATA / "publishing" / "landsd_reference.yml"],
                          data_dir=data_dir) as settings, \
             sdi_server(settings, tmp_path_factory.mktemp("http_serve"),
                        extra_env={"SDI_REFRESH_S": str(REFRESH_S)}) as base:
-        yield Live(base, settings, tmp_path_factory.mktemp("http_layers"))
+        yield LiveFolder(base, settings, tmp_path_factory.mktemp("http_layers"))
 
 
 def get(url: str, **kwargs: Any) -> requests.Response:
@@ -74,7 +65,7 @@ def _layer_yaml(folder: Path, layer_id: str) -> Path:
 # --- live publishing --------------------------------------------------------------------------------------------
 
 
-def test_a_layer_loaded_while_serving_is_published_and_a_dropped_one_is_gone(live: Live) -> None:
+def test_a_layer_loaded_while_serving_is_published_and_a_dropped_one_is_gone(live: LiveFolder) -> None:
     layer = "live_points"
     assert get(f"{live.url}/collections/{layer}?f=json").status_code == 404
     load(read_definition(_layer_yaml(live.folder, layer)), live.settings)
@@ -103,7 +94,7 @@ def test_a_layer_loaded_while_serving_is_published_and_a_dropped_one_is_gone(liv
     assert wait_for(lambda: f"/collections/{layer}/items" not in get(f"{live.url}/openapi?f=json").json()["paths"])
 
 
-def test_a_reload_changes_the_etag_and_the_cached_tiles(live: Live) -> None:
+def test_a_reload_changes_the_etag_and_the_cached_tiles(live: LiveFolder) -> None:
     layer = "live_reload"
     path = _layer_yaml(live.folder, layer)
     load(read_definition(path), live.settings)
@@ -136,7 +127,7 @@ def test_a_reload_changes_the_etag_and_the_cached_tiles(live: Live) -> None:
 # --- links from the request ------------------------------------------------------------------------------------
 
 
-def test_links_follow_the_host_and_a_trusted_proxy(live: Live) -> None:
+def test_links_follow_the_host_and_a_trusted_proxy(live: LiveFolder) -> None:
     port = live.url.rsplit(":", 1)[1]
     plain = get(f"{live.url}/collections/districts_18/items?f=json&limit=1").json()
     assert all(link["href"].startswith(f"http://127.0.0.1:{port}/") for link in plain["links"])
@@ -163,7 +154,7 @@ def test_links_follow_the_host_and_a_trusted_proxy(live: Live) -> None:
                                   "/collections/districts_18/items/1?f=json",
                                   "/collections/districts_18?f=json",
                                   "/collections/districts_18/tiles/WebMercatorQuad/10/446/836?f=mvt"])
-def test_etag_and_304(live: Live, path: str) -> None:
+def test_etag_and_304(live: LiveFolder, path: str) -> None:
     first = get(f"{live.url}{path}")
     assert first.status_code == 200, first.text[:300]
     tag = first.headers["ETag"]
@@ -179,7 +170,7 @@ def test_etag_and_304(live: Live, path: str) -> None:
 @pytest.mark.parametrize(("coding", "decode"), [("gzip", gzip.decompress), ("br", brotli.decompress)])
 @pytest.mark.parametrize("path", ["/collections/districts_18/items?f=json&limit=18",
                                   "/collections/districts_18/tiles/WebMercatorQuad/10/446/836?f=mvt"])
-def test_compression(live: Live, path: str, coding: str, decode: Any) -> None:
+def test_compression(live: LiveFolder, path: str, coding: str, decode: Any) -> None:
     plain = get(f"{live.url}{path}", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain.headers
     raw = requests.get(f"{live.url}{path}", headers={"Accept-Encoding": coding}, timeout=30, stream=True)
@@ -193,7 +184,7 @@ def test_compression(live: Live, path: str, coding: str, decode: Any) -> None:
     assert "Accept-Encoding" in raw.headers["Vary"]
 
 
-def test_large_pages_stream_and_compress(live: Live) -> None:
+def test_large_pages_stream_and_compress(live: LiveFolder) -> None:
     url = f"{live.url}/collections/districts_18/items?f=json&limit=5000"
     plain = get(url).json()
     assert plain["numberReturned"] == 18 == len(plain["features"]) == plain["numberMatched"]
@@ -202,7 +193,7 @@ def test_large_pages_stream_and_compress(live: Live) -> None:
     assert json.loads(gzip.decompress(raw.raw.read()))["features"] == plain["features"]
 
 
-def test_cors(live: Live) -> None:
+def test_cors(live: LiveFolder) -> None:
     origin = "https://apps.example.org"
     answer = get(f"{live.url}/collections/districts_18/items?f=json&limit=1", headers={"Origin": origin})
     assert answer.headers["Access-Control-Allow-Origin"] in ("*", origin)
@@ -212,7 +203,7 @@ def test_cors(live: Live) -> None:
     assert preflight.status_code == 200 and "GET" in preflight.headers["Access-Control-Allow-Methods"]
 
 
-def test_documented_limits(live: Live) -> None:
+def test_documented_limits(live: LiveFolder) -> None:
     openapi = get(f"{live.url}/openapi?f=json").json()
     params = openapi["paths"]["/collections/districts_18/items"]["get"]["parameters"]
     limit = next(p for p in params if p.get("name") == "limit")["schema"]
@@ -224,7 +215,7 @@ def test_documented_limits(live: Live) -> None:
 # --- HK80Grid ------------------------------------------------------------------------------------------------
 
 
-def test_hk80_grid_definition(live: Live) -> None:
+def test_hk80_grid_definition(live: LiveFolder) -> None:
     doc = get(f"{live.url}/TileMatrixSets/HK80Grid?f=json").json()
     assert doc["crs"].endswith("/EPSG/0/2326") and doc["orderedAxes"] == ["N", "E"]
     for z in (0, 10, 20):
@@ -242,7 +233,7 @@ def test_hk80_grid_definition(live: Live) -> None:
 
 
 @pytest.mark.parametrize("z", [12, 16, 19])
-def test_the_reference_point_is_at_the_pixel_the_grid_puts_it(live: Live, z: int) -> None:
+def test_the_reference_point_is_at_the_pixel_the_grid_puts_it(live: LiveFolder, z: int) -> None:
     """E 835411.431, N 817266.016 lies in the tile and at the MVT position computed from the grid definition."""
     east, north = LANDSD_EN
     size = HK80_CELL_SIZE * 256 / 2 ** z  # metres per tile
@@ -258,7 +249,7 @@ def test_the_reference_point_is_at_the_pixel_the_grid_puts_it(live: Live, z: int
     assert neighbour.status_code == 204  # nothing two tiles east
 
 
-def test_tiles_outside_the_grid_or_malformed(live: Live) -> None:
+def test_tiles_outside_the_grid_or_malformed(live: LiveFolder) -> None:
     base = f"{live.url}/collections/landsd_reference/tiles"
     assert get(f"{base}/HK80Grid/21/0/0?f=mvt").status_code == 404
     assert get(f"{base}/HK80Grid/2/0/4?f=mvt").status_code == 404

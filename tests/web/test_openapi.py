@@ -40,6 +40,7 @@ from sdi.publishing.process import PROCESS_ID
 from sdi.query.params import ITEM_PARAMETERS, ITEMS_PARAMETERS
 from sdi.query.tms import grids
 from sdi.web.openapi import ITEMS, UNRESOLVED, UnresolvedReferenceError, local_ref, self_contained, shipped
+from tests.jsondoc import leaves
 from tests.live_server import Live, live_layers
 
 VECTORS = ("districts_18", "landslide_incidents")
@@ -392,16 +393,9 @@ def wire(value: Any) -> str:
     return str(value)
 
 
-def leaves(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+def scalars(doc: Any) -> Iterator[tuple[Any, ...]]:
     """The location of every string and number (not bool) in a JSON document."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from leaves(value, (*at, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from leaves(value, (*at, index))
-    elif isinstance(node, str | int | float) and not isinstance(node, bool):
-        yield at
+    return (at for at, value in leaves(doc) if isinstance(value, str | int | float) and not isinstance(value, bool))
 
 
 def with_token(doc: Any, at: tuple[Any, ...], token: str) -> str:
@@ -510,7 +504,7 @@ class Fuzzer:
         answers = [self.send(call) for call in candidates]
         passed = [answer for answer in answers if answer[1] < 400] or answers[-1:]
         return answers, max(passed, key=lambda answer: len(answer[0].query) + len(answer[0].headers) + (
-            len(list(leaves(json.loads(answer[0].body)))) if answer[0].body else 0))
+            len(list(scalars(json.loads(answer[0].body)))) if answer[0].body else 0))
 
     def minimal(self, operation: Any) -> Call:
         """The request with real path values, no query, and :data:`EXECUTE_BODY` as the body of a POST."""
@@ -539,7 +533,7 @@ class Fuzzer:
                     yield self.call(operation, what, {}, query, base.body, {**headers, name: text})
         if base.body is not None:
             doc = json.loads(base.body)
-            for at in leaves(doc):
+            for at in scalars(doc):
                 for label, _, token in HOSTILE:
                     body = with_token(doc, at, token).encode("utf-8")
                     yield self.call(operation, f"body {'/'.join(map(str, at))}={label}", {}, query, body, headers)
